@@ -1,0 +1,158 @@
+"""Start-up and shut-down: options, the first policy load, live reload, the admin listener."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+from mitmproxy.version import VERSION as MITMPROXY_VERSION
+
+import gatekeeper
+from gatekeeper.addons.runtime import Runtime, log
+from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.core.model import Policy
+from gatekeeper.metrics import AdminServer, Metrics
+from gatekeeper.reload import PolicyReloader
+
+
+class Lifecycle:
+    """Declares gatekeeper's options and owns the reloader and the admin listener.
+
+    Every other gatekeeper addon reads the policy this one keeps current.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.reloader: PolicyReloader | None = None
+        self.admin: AdminServer | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "gatekeeper_config_dir", str, "",
+            "Directory with services.yaml and approvals.yaml (watched for changes). Required.",
+        )
+        loader.add_option(
+            "gatekeeper_state_dir", str, "state",
+            "Directory for gatekeeper's state database and keys.",
+        )
+        loader.add_option(
+            "gatekeeper_metrics_host", str, "127.0.0.1",
+            "Address of the metrics and health listener (/metrics, /healthz, /readyz).",
+        )
+        loader.add_option(
+            "gatekeeper_metrics_port", int, 9464,
+            "Port of the metrics and health listener; 0 picks a free one, -1 disables it.",
+        )
+        loader.add_option(
+            "gatekeeper_metrics_employee_label", bool, False,
+            "Add an `employee` label to the decision counters (small offices only).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "gatekeeper_metrics_employee_label" in updated and self.reloader is None:
+            self.runtime.metrics = Metrics(
+                employee_label=ctx.options.gatekeeper_metrics_employee_label
+            )
+        if "gatekeeper_config_dir" in updated and ctx.options.gatekeeper_config_dir:
+            self._start_reloader(Path(ctx.options.gatekeeper_config_dir))
+        if updated & {"allow_hosts", "ignore_hosts", "tcp_hosts", "connection_strategy"}:
+            self._check_interception_options()
+
+    def running(self) -> None:
+        if self.runtime.policy is None:
+            # Without a policy every governed request would fail closed; say why and stop.
+            log.error("no_configuration", hint="set gatekeeper_config_dir to the config directory")
+            ctx.master.shutdown()
+            return
+        metrics = self.runtime.metrics
+        metrics.build_info.info(
+            {"version": gatekeeper.__version__, "mitmproxy": MITMPROXY_VERSION}
+        )
+        port = ctx.options.gatekeeper_metrics_port
+        if port >= 0 and self.admin is None:
+            self.admin = AdminServer(metrics, ctx.options.gatekeeper_metrics_host, port)
+            self.admin.alive = lambda: self.runtime.policy is not None
+            self.admin.ready = lambda: self.runtime.ready and self.runtime.policy is not None
+            self.admin.start()
+            host, bound = self.admin.address
+            log.info("admin_listening", url=f"http://{host}:{bound}/metrics")
+        self.runtime.ready = True
+        _sd_notify(b"READY=1")
+
+    def done(self) -> None:
+        self.runtime.ready = False
+        _sd_notify(b"STOPPING=1")
+        if self.reloader is not None:
+            self.reloader.stop()
+        if self.admin is not None:
+            self.admin.stop()
+
+    def reload(self) -> None:
+        """Reload now (SIGHUP), even if the files look unchanged."""
+        if self.reloader is not None:
+            self.reloader.trigger(force=True)
+
+    def _start_reloader(self, config_dir: Path) -> None:
+        if self.reloader is not None:
+            self.reloader.stop()
+        loop = ctx.master.event_loop
+        self.reloader = PolicyReloader(
+            config_dir,
+            self.runtime.holder,
+            self.runtime.metrics,
+            on_change=lambda policy: loop.call_soon_threadsafe(_intercept_only, policy),
+        )
+        try:
+            policy = self.reloader.load_initial()
+        except ConfigError as e:
+            raise exceptions.OptionsError(
+                "invalid gatekeeper configuration:\n" + "\n".join(str(p) for p in e.problems)
+            ) from e
+        _intercept_only(policy)
+        self.reloader.start()
+        log.info("config_loaded", sha256=policy.sha256, config_dir=str(config_dir),
+                 services=len(policy.services), employees=len(policy.employees),
+                 grants=len(policy.grants), mode=policy.mode.value)
+
+    def _check_interception_options(self) -> None:
+        policy = self.runtime.policy
+        if policy is not None and ctx.options.allow_hosts != [policy.domains.allow_hosts_pattern()]:
+            raise exceptions.OptionsError(
+                "allow_hosts is managed by gatekeeper (it intercepts exactly the catalog's "
+                "domains); do not set it"
+            )
+        for name in ("ignore_hosts", "tcp_hosts"):
+            if getattr(ctx.options, name):
+                raise exceptions.OptionsError(
+                    f"{name} would let governed traffic bypass gatekeeper; do not set it"
+                )
+        if ctx.options.connection_strategy != "lazy":
+            raise exceptions.OptionsError(
+                "connection_strategy must stay 'lazy': a blocked request must never open an "
+                "upstream connection"
+            )
+
+
+def _intercept_only(policy: Policy) -> None:
+    """Intercept the catalog's domains; mitmproxy relays everything else undecrypted."""
+    pattern = policy.domains.allow_hosts_pattern()
+    if ctx.options.allow_hosts != [pattern]:
+        ctx.options.update(allow_hosts=[pattern], connection_strategy="lazy")
+    elif ctx.options.connection_strategy != "lazy":
+        ctx.options.update(connection_strategy="lazy")
+
+
+def _sd_notify(message: bytes) -> None:
+    """Tell systemd (Type=notify) about readiness; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message, address)
+    except OSError as e:
+        log.warning("sd_notify_failed", error=str(e))

@@ -1,0 +1,640 @@
+"""Build a validated, immutable `Policy` from `services.yaml` and `approvals.yaml`.
+
+Validation is strict and complete: every problem found is reported (not just the first), each
+as `path:line: message`, and a `Policy` is only returned when there are none. Everything a
+request needs later (domain index, compiled rule patterns, address index, normalized
+accounts) is computed here, once per load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
+from gatekeeper.core.accounts import normalize_identifier
+from gatekeeper.core.hosts import DomainIndex, validate_domain
+from gatekeeper.core.model import (
+    ActionRule,
+    AddressIndex,
+    Employee,
+    Grant,
+    IPNetwork,
+    LoginRule,
+    Mode,
+    Policy,
+    Service,
+)
+
+SERVICES_FILE = "services.yaml"
+APPROVALS_FILE = "approvals.yaml"
+
+SERVICE_ID = re.compile(r"\A[a-z0-9_-]+\Z")
+EMPLOYEE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}\Z")
+ACTION_NAME = re.compile(r"\A[a-z0-9_]+\Z")
+EMAIL = re.compile(r"\A[^@\s]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\Z")
+HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
+METHOD = re.compile(r"\A[A-Z]+\Z")
+BUILTIN_PLACEHOLDERS = ("company_domains",)
+
+
+def config_files(config_dir: Path) -> tuple[Path, Path]:
+    return config_dir / SERVICES_FILE, config_dir / APPROVALS_FILE
+
+
+def load_policy(config_dir: Path, overrides: dict[str, str] | None = None) -> Policy:
+    """Read and validate the config directory; raises `ConfigError` listing every problem.
+
+    `overrides` maps a file name to text that stands for its content (used to validate an
+    edit before it is written).
+    """
+    overrides = overrides or {}
+    texts: dict[str, str] = {}
+    problems: list[Problem] = []
+    roots: dict[str, Node] = {}
+    for path in config_files(config_dir):
+        try:
+            text = overrides.get(path.name)
+            if text is None:
+                text = _read_text(path)
+            texts[path.name] = text
+            roots[path.name] = read_yaml(path, text)
+        except ConfigError as e:
+            problems.extend(e.problems)
+    if problems:
+        raise ConfigError(problems)
+    digest = hashlib.sha256()
+    for name in (SERVICES_FILE, APPROVALS_FILE):
+        digest.update(texts[name].encode())
+        digest.update(b"\0")
+    builder = _Builder(config_dir)
+    policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], digest.hexdigest())
+    if builder.problems:
+        raise ConfigError(builder.problems)
+    assert policy is not None
+    return policy
+
+
+def _read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError([Problem(str(path), None, "file not found")]) from e
+    except OSError as e:
+        raise ConfigError([Problem(str(path), None, f"cannot read: {e.strerror or e}")]) from e
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([Problem(str(path), None, f"file larger than {MAX_FILE_BYTES} bytes")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(str(path), None, f"not UTF-8 text: {e}")]) from e
+
+
+@dataclass
+class _File:
+    """Problem reporting for one file."""
+
+    path: str
+    problems: list[Problem]
+
+    def error(self, node: Node | None, message: str, line: int | None = None) -> None:
+        self.problems.append(Problem(self.path, node.line if node else line, message))
+
+    def mapping(
+        self, node: Node | None, what: str, required: Iterable[str], optional: Iterable[str]
+    ) -> dict[str, Node] | None:
+        """The node's items if it is a mapping with only known keys and all required ones."""
+        if node is None or node.kind != "map":
+            self.error(node, f"{what} must be a mapping")
+            return None
+        required, optional = tuple(required), tuple(optional)
+        for key, value in node.value.items():
+            if key not in required and key not in optional:
+                known = ", ".join(sorted((*required, *optional)))
+                self.error(value, f"unknown key {key!r} in {what} (known keys: {known})")
+        for key in required:
+            if key not in node.value:
+                self.error(node, f"{what} is missing required key {key!r}")
+        return node.value
+
+    def string(self, node: Node | None, what: str, pattern: re.Pattern[str] | None = None) -> str:
+        if node is None or node.kind != "str" or not node.value.strip():
+            self.error(node, f"{what} must be a non-empty string")
+            return ""
+        if pattern is not None and not pattern.match(node.value):
+            self.error(node, f"{what} {node.value!r} is not valid")
+            return ""
+        return node.value
+
+    def strings(self, node: Node | None, what: str, *, allow_empty: bool = False) -> list[Node]:
+        """The items of a list of strings (one-string shorthand is refused: be explicit)."""
+        if node is None or node.kind != "seq":
+            self.error(node, f"{what} must be a list")
+            return []
+        if not node.value and not allow_empty:
+            self.error(node, f"{what} must not be empty")
+        good = []
+        for item in node.value:
+            if item.kind != "str" or not item.value.strip():
+                self.error(item, f"{what} items must be non-empty strings")
+            else:
+                good.append(item)
+        return good
+
+    def date(self, node: Node | None, what: str) -> dt.date | None:
+        if node is not None and node.kind == "str":
+            try:
+                return dt.date.fromisoformat(node.value)
+            except ValueError:
+                pass
+        if node is not None and isinstance(node.value, dt.date):
+            return node.value
+        self.error(node, f"{what} must be a date (YYYY-MM-DD)")
+        return None
+
+    def boolean(self, node: Node, what: str) -> bool:
+        if node.kind != "bool":
+            self.error(node, f"{what} must be true or false")
+            return False
+        return bool(node.value)
+
+    def regex(self, node: Node | None, what: str) -> re.Pattern[str] | None:
+        text = self.string(node, what)
+        if not text:
+            return None
+        try:
+            return re.compile(text)
+        except re.error as e:
+            self.error(node, f"{what} is not a valid regular expression: {e}")
+            return None
+
+    def seq(self, node: Node | None, what: str) -> list[Node]:
+        if node is None or node.kind != "seq":
+            self.error(node, f"{what} must be a list")
+            return []
+        return node.value
+
+
+class _Builder:
+    """Walks both files, collecting every problem, and builds the `Policy`."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.problems: list[Problem] = []
+        self.svc = _File(str(config_dir / SERVICES_FILE), self.problems)
+        self.app = _File(str(config_dir / APPROVALS_FILE), self.problems)
+
+    def build(self, services_root: Node, approvals_root: Node, sha256: str) -> Policy | None:
+        a = self.app
+        top = a.mapping(
+            approvals_root,
+            "approvals.yaml",
+            required=("approver", "company_domains"),
+            optional=("mode", "employees", "grants", "require_terms_acknowledgement", "notify"),
+        )
+        if top is None:
+            return None
+        approver = a.string(top.get("approver"), "approver", EMAIL) if "approver" in top else ""
+        company_domains = self._company_domains(top.get("company_domains"))
+        mode = Mode.ENFORCE
+        if "mode" in top:
+            value = top["mode"].value
+            if value not in (Mode.ENFORCE, Mode.REPORT):
+                a.error(top["mode"], f"mode must be 'enforce' or 'report', not {value!r}")
+            else:
+                mode = Mode(value)
+        require_terms = False
+        if "require_terms_acknowledgement" in top:
+            require_terms = a.boolean(
+                top["require_terms_acknowledgement"], "require_terms_acknowledgement"
+            )
+        notify: dict[str, Any] = {}
+        if "notify" in top:
+            notify = self._notify(top["notify"])
+
+        placeholders = {"company_domains": ",".join(company_domains)}
+        services, unfilled = self._services(services_root, placeholders)
+        employees = self._employees(top.get("employees"), company_domains)
+        grants = self._grants(top.get("grants"), approver, employees, services, company_domains)
+        addresses = self._address_index(employees)
+        accounts = self._account_owners(employees, grants)
+        owners = {d: s.id for s in services.values() for d in s.domains}
+        return Policy(
+            approver=approver,
+            company_domains=company_domains,
+            mode=mode,
+            services=MappingProxyType(services),
+            employees=MappingProxyType({e.id: e for e, _ in employees.values()}),
+            grants=MappingProxyType(grants),
+            domains=DomainIndex(owners),
+            addresses=addresses,
+            accounts=MappingProxyType(accounts),
+            require_terms_acknowledgement=require_terms,
+            notify=MappingProxyType(notify),
+            sha256=sha256,
+            unfilled=tuple(sorted(unfilled)),
+        )
+
+    # --- approvals.yaml -------------------------------------------------------------------
+
+    def _company_domains(self, node: Node | None) -> tuple[str, ...]:
+        if node is None:
+            return ()
+        result = []
+        for item in self.app.strings(node, "company_domains"):
+            try:
+                result.append(validate_domain(item.value))
+            except ValueError as e:
+                self.app.error(item, f"company_domains: {e}")
+        return tuple(result)
+
+    def _notify(self, node: Node) -> dict[str, Any]:
+        """`notify:` is validated by the notifier's own schema; here it is kept as plain data."""
+        items = self.app.mapping(node, "notify", required=(), optional=("smtp", "webhook"))
+        return {k: _plain(v) for k, v in (items or {}).items()}
+
+    def _employees(
+        self, node: Node | None, company_domains: tuple[str, ...]
+    ) -> dict[str, tuple[Employee, Node]]:
+        a = self.app
+        result: dict[str, tuple[Employee, Node]] = {}
+        if node is None or (node.kind == "null"):
+            return result
+        if node.kind != "map":
+            a.error(node, "employees must be a mapping of employee id to details")
+            return result
+        for employee_id, entry in node.value.items():
+            if not EMPLOYEE_ID.match(employee_id):
+                a.error(entry, f"employee id {employee_id!r} is not valid (letters, digits, ._@+-)")
+                continue
+            what = f"employee {employee_id!r}"
+            fields = a.mapping(entry, what, required=("email",), optional=("addresses",))
+            if fields is None:
+                continue
+            email = self._company_email(fields.get("email"), f"{what}: email", company_domains)
+            networks: list[IPNetwork] = []
+            if "addresses" in fields:
+                for item in a.strings(fields["addresses"], f"{what}: addresses"):
+                    try:
+                        networks.append(ipaddress.ip_network(item.value, strict=False))
+                    except ValueError:
+                        a.error(item, f"{what}: {item.value!r} is not an IP address or CIDR")
+            result[employee_id] = (Employee(employee_id, email, tuple(networks)), entry)
+        return result
+
+    def _company_email(
+        self, node: Node | None, what: str, company_domains: tuple[str, ...]
+    ) -> str:
+        email = self.app.string(node, what)
+        if not email:
+            return ""
+        match = EMAIL.match(email.strip())
+        if not match:
+            self.app.error(node, f"{what} {email!r} is not an e-mail address")
+            return ""
+        if company_domains and match.group(1).lower() not in company_domains:
+            self.app.error(
+                node,
+                f"{what} {email!r} is not in a company domain ({', '.join(company_domains)})",
+            )
+        return normalize_identifier(email)
+
+    def _grants(
+        self,
+        node: Node | None,
+        approver: str,
+        employees: dict[str, tuple[Employee, Node]],
+        services: dict[str, Service],
+        company_domains: tuple[str, ...],
+    ) -> dict[tuple[str, str], Grant]:
+        a = self.app
+        result: dict[tuple[str, str], Grant] = {}
+        if node is None or node.kind == "null":
+            return result
+        for entry in a.seq(node, "grants"):
+            fields = a.mapping(
+                entry,
+                "grant",
+                required=("employee", "service", "approved_by", "approved_on"),
+                optional=("expires", "accounts", "require_terms"),
+            )
+            if fields is None:
+                continue
+            employee = self._optional_string(fields, "employee")
+            service = self._optional_string(fields, "service")
+            if employee and employee not in employees:
+                a.error(fields["employee"], f"grant names unknown employee {employee!r}")
+            if service and service not in services:
+                a.error(fields["service"], f"grant names unknown service {service!r}")
+            approved_by = ""
+            if "approved_by" in fields:
+                approved_by = a.string(fields["approved_by"], "grant: approved_by")
+                if approved_by and approver and approved_by.lower() != approver.lower():
+                    a.error(
+                        fields["approved_by"],
+                        f"approved_by {approved_by!r} is not the approver ({approver})",
+                    )
+            approved_on = (
+                a.date(fields["approved_on"], "grant: approved_on")
+                if "approved_on" in fields
+                else None
+            )
+            expires = a.date(fields["expires"], "grant: expires") if "expires" in fields else None
+            if approved_on and expires and expires <= approved_on:
+                a.error(fields["expires"], "grant: expires must be after approved_on")
+            require_terms = (
+                a.boolean(fields["require_terms"], "grant: require_terms")
+                if "require_terms" in fields
+                else None
+            )
+            default_email = employees[employee][0].email if employee in employees else ""
+            accounts = {default_email} if default_email else set()
+            if "accounts" in fields:
+                accounts = set()
+                for item in a.strings(fields["accounts"], "grant: accounts"):
+                    account = normalize_identifier(item.value)
+                    if "@" in account:
+                        self._company_email(item, "grant: account", company_domains)
+                    accounts.add(account)
+            key = (employee, service)
+            if key in result:
+                a.error(entry, f"duplicate grant for employee {employee!r} and service {service!r}")
+                continue
+            if employee in employees and service in services and approved_on:
+                result[key] = Grant(
+                    employee=employee,
+                    service=service,
+                    approved_by=approved_by,
+                    approved_on=approved_on,
+                    accounts=frozenset(accounts),
+                    expires=expires,
+                    require_terms=require_terms,
+                )
+        return result
+
+    def _optional_string(self, fields: dict[str, Node], key: str) -> str:
+        """A grant's string field; a missing one is already reported by `mapping`."""
+        return self.app.string(fields[key], f"grant: {key}") if key in fields else ""
+
+    def _address_index(self, employees: dict[str, tuple[Employee, Node]]) -> AddressIndex:
+        exact: dict[Any, str] = {}
+        networks: list[tuple[IPNetwork, str]] = []
+        claimed: list[tuple[IPNetwork, str]] = []
+        for employee, entry in employees.values():
+            for network in employee.addresses:
+                for other_net, other in claimed:
+                    if network.version == other_net.version and network.overlaps(other_net):
+                        self.app.error(
+                            entry,
+                            f"employee {employee.id!r}: address {network} overlaps "
+                            f"{other_net} of employee {other!r}",
+                        )
+                claimed.append((network, employee.id))
+                if network.num_addresses == 1:
+                    exact[network.network_address] = employee.id
+                else:
+                    networks.append((network, employee.id))
+        # most specific network first
+        networks.sort(key=lambda item: item[0].prefixlen, reverse=True)
+        return AddressIndex(MappingProxyType(exact), tuple(networks))
+
+    def _account_owners(
+        self, employees: dict[str, tuple[Employee, Node]], grants: dict[tuple[str, str], Grant]
+    ) -> dict[str, str]:
+        owners = {e.email: e.id for e, _ in employees.values() if e.email}
+        for grant in grants.values():
+            for account in grant.accounts:
+                owner = owners.setdefault(account, grant.employee)
+                if owner != grant.employee:
+                    self.app.error(
+                        employees[grant.employee][1],
+                        f"account {account!r} of employee {grant.employee!r} already belongs "
+                        f"to employee {owner!r}",
+                    )
+        return owners
+
+    # --- services.yaml --------------------------------------------------------------------
+
+    def _services(
+        self, root: Node, placeholders: dict[str, str]
+    ) -> tuple[dict[str, Service], set[str]]:
+        s = self.svc
+        top = s.mapping(root, "services.yaml", required=("services",), optional=("placeholders",))
+        services: dict[str, Service] = {}
+        unfilled: set[str] = set()
+        if top is None:
+            return services, unfilled
+        if "placeholders" in top:
+            items = top["placeholders"]
+            if items.kind != "map":
+                s.error(items, "placeholders must be a mapping of name to value")
+            else:
+                for name, value in items.value.items():
+                    if name in BUILTIN_PLACEHOLDERS:
+                        s.error(value, f"placeholder {name!r} is computed and cannot be set")
+                    elif value.kind == "null" or value.value == "":
+                        continue  # declared, not filled in yet
+                    elif value.kind != "str":
+                        s.error(value, f"placeholder {name!r} must be a string")
+                    else:
+                        placeholders.setdefault(name, value.value)
+        entries = top.get("services")
+        if entries is None or entries.kind != "map":
+            s.error(entries, "services must be a mapping of service id to service")
+            return services, unfilled
+        domain_owner: dict[str, tuple[str, Node]] = {}
+        for service_id, entry in entries.value.items():
+            if not SERVICE_ID.match(service_id):
+                s.error(entry, f"service id {service_id!r} is not valid ([a-z0-9_-]+)")
+                continue
+            service = self._service(service_id, entry, placeholders, unfilled, domain_owner)
+            if service is not None:
+                services[service_id] = service
+        return services, unfilled
+
+    def _service(
+        self,
+        service_id: str,
+        entry: Node,
+        placeholders: dict[str, str],
+        unfilled: set[str],
+        domain_owner: dict[str, tuple[str, Node]],
+    ) -> Service | None:
+        s = self.svc
+        what = f"service {service_id!r}"
+        fields = s.mapping(
+            entry,
+            what,
+            required=("name", "domains"),
+            optional=("terms_url", "logins", "session", "headers", "prohibited", "audited"),
+        )
+        if fields is None:
+            return None
+        name = s.string(fields.get("name"), f"{what}: name")
+        domains: list[str] = []
+        for item in s.strings(fields.get("domains"), f"{what}: domains"):
+            try:
+                domain = validate_domain(item.value)
+            except ValueError as e:
+                s.error(item, f"{what}: {e}")
+                continue
+            previous = domain_owner.get(domain)
+            if previous is not None:
+                s.error(
+                    item,
+                    f"{what}: domain {domain!r} is already claimed by service {previous[0]!r} "
+                    f"(line {previous[1].line})",
+                )
+                continue
+            domain_owner[domain] = (service_id, item)
+            domains.append(domain)
+        terms_url = None
+        if "terms_url" in fields:
+            terms_url = s.string(fields["terms_url"], f"{what}: terms_url")
+            if terms_url and not terms_url.startswith(("https://", "http://")):
+                s.error(fields["terms_url"], f"{what}: terms_url must be an http(s) URL")
+        domain_set = frozenset(domains)
+        login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
+        rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)
+        logins = tuple(rule for rule in rules if rule is not None)
+        session_cookie = None
+        if "session" in fields:
+            session = s.mapping(fields["session"], f"{what}: session", ("cookie",), ())
+            if session and "cookie" in session:
+                session_cookie = s.string(session["cookie"], f"{what}: session cookie")
+        headers = self._headers(fields.get("headers"), what, placeholders, unfilled)
+        prohibited = self._action_rules(fields.get("prohibited"), f"{what}: prohibited", domain_set)
+        audited = self._action_rules(fields.get("audited"), f"{what}: audited", domain_set)
+        return Service(
+            id=service_id,
+            name=name,
+            domains=tuple(domains),
+            terms_url=terms_url,
+            logins=logins,
+            session_cookie=session_cookie or None,
+            headers=headers,
+            prohibited=prohibited,
+            audited=audited,
+        )
+
+    def _hosts(
+        self, node: Node | None, what: str, domains: frozenset[str]
+    ) -> frozenset[str] | None:
+        if node is None:
+            return None
+        hosts = set()
+        for item in self.svc.strings(node, f"{what}: hosts"):
+            try:
+                host = validate_domain(item.value)
+            except ValueError as e:
+                self.svc.error(item, f"{what}: {e}")
+                continue
+            parts = host.split(".")
+            if not any(".".join(parts[i:]) in domains for i in range(len(parts))):
+                self.svc.error(item, f"{what}: host {host!r} is not in the service's domains")
+            hosts.add(host)
+        return frozenset(hosts)
+
+    def _method(self, node: Node | None, what: str) -> str | None:
+        if node is None:
+            return None
+        return self.svc.string(node, f"{what}: method", METHOD) or None
+
+    def _login_rule(self, node: Node, what: str, domains: frozenset[str]) -> LoginRule | None:
+        s = self.svc
+        fields = s.mapping(node, what, required=("path", "fields"), optional=("method", "hosts"))
+        if fields is None:
+            return None
+        path = s.regex(fields.get("path"), f"{what}: path")
+        names = tuple(i.value for i in s.strings(fields.get("fields"), f"{what}: fields"))
+        method = self._method(fields.get("method"), what) or "POST"
+        hosts = self._hosts(fields.get("hosts"), what, domains)
+        if path is None or not names:
+            return None
+        return LoginRule(path=path, fields=names, method=method, hosts=hosts)
+
+    def _action_rules(
+        self, node: Node | None, what: str, domains: frozenset[str]
+    ) -> tuple[ActionRule, ...]:
+        s = self.svc
+        if node is None:
+            return ()
+        rules = []
+        for item in s.seq(node, what):
+            fields = s.mapping(
+                item, f"{what} rule", required=("action", "path"),
+                optional=("method", "hosts", "fields"),
+            )
+            if fields is None:
+                continue
+            action = s.string(fields.get("action"), f"{what}: action", ACTION_NAME)
+            path = s.regex(fields.get("path"), f"{what}: path")
+            values: dict[str, str] = {}
+            if "fields" in fields:
+                field_map = fields["fields"]
+                if field_map.kind != "map":
+                    s.error(field_map, f"{what}: fields must be a mapping of field name to value")
+                else:
+                    for key, value in field_map.value.items():
+                        if value.kind not in ("str", "int", "bool"):
+                            s.error(value, f"{what}: field {key!r} must have a plain value")
+                        values[key] = str(value.value)
+            rule = ActionRule(
+                action=action,
+                path=path,  # type: ignore[arg-type]
+                method=self._method(fields.get("method"), what),
+                hosts=self._hosts(fields.get("hosts"), what, domains),
+                fields=MappingProxyType(values),
+            )
+            if action and path is not None:
+                rules.append(rule)
+        return tuple(rules)
+
+    def _headers(
+        self,
+        node: Node | None,
+        what: str,
+        placeholders: dict[str, str],
+        unfilled: set[str],
+    ) -> tuple[tuple[str, str], ...]:
+        s = self.svc
+        if node is None:
+            return ()
+        if node.kind != "map":
+            s.error(node, f"{what}: headers must be a mapping of header name to value")
+            return ()
+        result = []
+        for name, value in node.value.items():
+            if not HEADER_NAME.match(name):
+                s.error(value, f"{what}: {name!r} is not a valid header name")
+                continue
+            if value.kind != "str":
+                s.error(value, f"{what}: header {name!r} must be a string")
+                continue
+            missing = [p for p in PLACEHOLDER.findall(value.value) if p not in placeholders]
+            if missing:
+                unfilled.update(f"{p} (header {name} of {what})" for p in missing)
+                continue  # never send a literal placeholder: leave the header out until filled
+            expanded = PLACEHOLDER.sub(lambda m: placeholders[m.group(1)], value.value)
+            if "\r" in expanded or "\n" in expanded:
+                s.error(value, f"{what}: header {name!r} must be a single line")
+                continue
+            result.append((name, expanded))
+        return tuple(result)
+
+
+def _plain(node: Node) -> Any:
+    """A Node tree as plain Python data."""
+    if node.kind == "map":
+        return {k: _plain(v) for k, v in node.value.items()}
+    if node.kind == "seq":
+        return [_plain(v) for v in node.value]
+    return node.value
+

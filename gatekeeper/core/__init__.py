@@ -1,0 +1,1 @@
+"""The pure policy core: no I/O, no mitmproxy."""

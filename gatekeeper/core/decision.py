@@ -1,0 +1,49 @@
+"""The access decision: who, where, when -> allow, block or pass, always with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+
+NOT_GOVERNED = Decision(Verdict.PASS, Reason.NOT_GOVERNED)
+
+
+def governing_service(policy: Policy, hosts: Iterable[str | None]) -> str | None:
+    """The service that any of `hosts` belongs to (connect target, SNI, Host header).
+
+    If either names a governed service the request is governed, so a Host header cannot hide
+    a social site behind an innocent connect target, nor the other way round.
+    """
+    for host in hosts:
+        if host:
+            service = policy.domains.service_for(normalize_host(host))
+            if service is not None:
+                return service
+    return None
+
+
+def decide_service(
+    policy: Policy, employee: str | None, service: str, today: dt.date
+) -> Decision:
+    """The decision for a request to a governed `service` by `employee` (None: unknown)."""
+    if employee is None or employee not in policy.employees:
+        return Decision(Verdict.BLOCK, Reason.UNKNOWN_EMPLOYEE, service, None)
+    grant = policy.grants.get((employee, service))
+    if grant is None:
+        return Decision(Verdict.BLOCK, Reason.NOT_APPROVED, service, employee)
+    if grant.expired(today):
+        return Decision(Verdict.BLOCK, Reason.EXPIRED, service, employee)
+    return Decision(Verdict.ALLOW, Reason.APPROVED, service, employee)
+
+
+def decide(
+    policy: Policy, employee: str | None, hosts: Iterable[str | None], today: dt.date
+) -> Decision:
+    """The decision for a request whose flow names `hosts`."""
+    service = governing_service(policy, hosts)
+    if service is None:
+        return NOT_GOVERNED
+    return decide_service(policy, employee, service, today)

@@ -1,0 +1,85 @@
+"""Host names: normalization and domain matching.
+
+A catalog domain covers itself and every subdomain, never a substring: `facebook.com` matches
+`www.facebook.com` but not `evilfacebook.com` or `facebook.com.evil.net`. Matching walks the
+labels of the host from the right, one dict lookup per label.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+
+_PORT = re.compile(r":\d*\Z")
+# A host name as it may appear in a catalog: letters, digits, hyphens, dots (IDNA encoded later).
+_LABEL = re.compile(r"\A(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, strip a port and a trailing dot, IDNA-encode to punycode.
+
+    Returns "" for something that is not a host name (the caller treats it as not governed,
+    which is safe because such a name cannot reach a catalog domain either).
+    """
+    host = host.strip()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        return host[1:end].lower() if end > 0 else ""
+    if host.count(":") == 1:
+        host = _PORT.sub("", host)
+    host = host.rstrip(".").lower()
+    if not host or host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+
+
+def validate_domain(domain: str) -> str:
+    """The normalized form of a catalog domain; raises ValueError when it is not one."""
+    normalized = normalize_host(domain)
+    labels = normalized.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(f"not a domain name: {domain!r}")
+    return normalized
+
+
+class DomainIndex:
+    """Maps host names to the service whose domain covers them."""
+
+    __slots__ = ("_owners",)
+
+    def __init__(self, owners: Mapping[str, str]) -> None:
+        # normalized domain -> service id
+        self._owners = MappingProxyType(dict(owners))
+
+    def service_for(self, host: str) -> str | None:
+        """The service id for a *normalized* host, or None when no catalog domain covers it."""
+        owners = self._owners
+        found = owners.get(host)
+        if found is not None:
+            return found
+        dot = host.find(".")
+        while dot != -1:
+            found = owners.get(host[dot + 1 :])
+            if found is not None:
+                return found
+            dot = host.find(".", dot + 1)
+        return None
+
+    def domains(self) -> Iterable[str]:
+        return self._owners.keys()
+
+    def allow_hosts_pattern(self) -> str:
+        """One regular expression for mitmproxy's `allow_hosts` option.
+
+        mitmproxy matches it (case-insensitively, with `re.search`) against `host:port` strings
+        for the connect target, the TLS SNI and the HTTP Host header; everything that does not
+        match is relayed without interception. A trailing dot is allowed.
+        """
+        if not self._owners:
+            return r"\A(?!)"  # matches nothing: nothing is intercepted
+        alternatives = "|".join(re.escape(d) for d in sorted(self._owners, key=len, reverse=True))
+        return rf"\A(?:[^:/]*\.)?(?:{alternatives})\.?(?::\d+)?\Z"

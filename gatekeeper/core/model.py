@@ -1,0 +1,206 @@
+"""The policy model: immutable values built once per (re)load, read by every request.
+
+Nothing here does I/O or knows about mitmproxy. A `Policy` is built by
+`gatekeeper.config.loader` from the config files and replaced as a whole on reload, so a
+request that read one `Policy` sees all of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from gatekeeper.core.hosts import DomainIndex
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Verdict(enum.StrEnum):
+    """What the proxy does with a request."""
+
+    PASS = "pass"  # not governed: relayed untouched
+    ALLOW = "allow"  # governed and approved
+    BLOCK = "block"  # governed and refused
+
+
+class Reason(enum.StrEnum):
+    """Why. Fixed strings: they are metric label values, header values and log fields."""
+
+    NOT_GOVERNED = "not_governed"
+    APPROVED = "approved"
+    UNKNOWN_EMPLOYEE = "unknown_employee"
+    NOT_APPROVED = "not_approved"
+    EXPIRED = "expired"
+    PERSONAL_ACCOUNT = "personal_account"
+    ACCOUNT_MISMATCH = "account_mismatch"
+    UNVERIFIABLE_LOGIN = "unverifiable_login"
+    UNVERIFIED_SESSION = "unverified_session"
+    PROHIBITED_ACTION = "prohibited_action"
+    TERMS_NOT_ACKNOWLEDGED = "terms_not_acknowledged"
+    INTERNAL_ERROR = "internal_error"
+
+
+REASON_TEXT: Mapping[Reason, str] = MappingProxyType(
+    {
+        Reason.UNKNOWN_EMPLOYEE: "We could not tell who you are. Sign in to the proxy with your "
+        "office account, or use a registered office device.",
+        Reason.NOT_APPROVED: "Your access to this service has not been approved.",
+        Reason.EXPIRED: "Your approval for this service has expired.",
+        Reason.PERSONAL_ACCOUNT: "Only your company account may be used on this service; "
+        "personal accounts are not allowed.",
+        Reason.ACCOUNT_MISMATCH: "This company account belongs to someone else.",
+        Reason.UNVERIFIABLE_LOGIN: "This sign-in could not be checked, so it was stopped.",
+        Reason.UNVERIFIED_SESSION: "You are signed in with an account that was not verified. "
+        "Sign in again with your company account.",
+        Reason.PROHIBITED_ACTION: "Company accounts may not be used for this.",
+        Reason.TERMS_NOT_ACKNOWLEDGED: "Please accept the service's Terms of Use first.",
+        Reason.INTERNAL_ERROR: "The policy could not be applied, so the request was stopped.",
+    }
+)
+
+
+class Mode(enum.StrEnum):
+    """`enforce` blocks; `report` logs and counts what would be blocked and lets it through."""
+
+    ENFORCE = "enforce"
+    REPORT = "report"
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRule:
+    """A request that signs in; every identifier in `fields` must be a granted account."""
+
+    path: re.Pattern[str]
+    fields: tuple[str, ...]
+    method: str = "POST"
+    hosts: frozenset[str] | None = None  # None: every host of the service
+    comment: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRule:
+    """A use of a company ID: prohibited (blocked) or audited (recorded)."""
+
+    action: str
+    path: re.Pattern[str]
+    method: str | None = None  # None: any method
+    hosts: frozenset[str] | None = None
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """One governed service from `services.yaml`."""
+
+    id: str
+    name: str
+    domains: tuple[str, ...]
+    terms_url: str | None = None
+    logins: tuple[LoginRule, ...] = ()
+    session_cookie: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
+    prohibited: tuple[ActionRule, ...] = ()
+    audited: tuple[ActionRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Employee:
+    """One employee from `approvals.yaml`; `id` is the proxy-auth user name."""
+
+    id: str
+    email: str
+    addresses: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """An approved exception: `employee` may use `service` with `accounts`."""
+
+    employee: str
+    service: str
+    approved_by: str
+    approved_on: dt.date
+    accounts: frozenset[str]  # normalized (NFKC, case-folded)
+    expires: dt.date | None = None
+    require_terms: bool | None = None  # None: the file-wide default
+
+    def expired(self, today: dt.date) -> bool:
+        """From the `expires` date on, the grant no longer applies."""
+        return self.expires is not None and today >= self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class AddressIndex:
+    """Source address -> employee id: exact addresses in a dict, networks in a short list."""
+
+    exact: Mapping[ipaddress.IPv4Address | ipaddress.IPv6Address, str]
+    networks: tuple[tuple[IPNetwork, str], ...]
+
+    def lookup(self, address: str) -> str | None:
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        found = self.exact.get(ip)
+        if found is not None:
+            return found
+        for network, employee in self.networks:
+            if ip in network:
+                return employee
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Everything the proxy enforces, validated and precompiled."""
+
+    approver: str
+    company_domains: tuple[str, ...]
+    mode: Mode
+    services: Mapping[str, Service]
+    employees: Mapping[str, Employee]
+    grants: Mapping[tuple[str, str], Grant]  # (employee, service) -> grant
+    domains: DomainIndex  # host -> service id
+    addresses: AddressIndex
+    accounts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # normalized company account -> the employee it belongs to
+    require_terms_acknowledgement: bool = False
+    notify: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    sha256: str = ""  # of the files it was built from: which policy is live
+    unfilled: tuple[str, ...] = ()  # header placeholders IT has not filled in yet (not sent)
+
+    def identify(self, proxy_user: str | None, source_address: str | None) -> str | None:
+        """The employee id: the proxy-auth user name, else the device's source address."""
+        if proxy_user:
+            return proxy_user if proxy_user in self.employees else None
+        if source_address:
+            return self.addresses.lookup(source_address)
+        return None
+
+    def terms_required(self, grant: Grant) -> bool:
+        """Whether `grant` needs a Terms-of-Use acknowledgement (per grant, else file-wide)."""
+        if grant.require_terms is not None:
+            return grant.require_terms
+        return self.require_terms_acknowledgement
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one request, with a reason that is always one of `Reason`."""
+
+    verdict: Verdict
+    reason: Reason
+    service: str | None = None
+    employee: str | None = None
+    action: str | None = None  # the prohibited action, for PROHIBITED_ACTION
+
+    @property
+    def blocked(self) -> bool:
+        return self.verdict is Verdict.BLOCK

@@ -1,0 +1,208 @@
+"""Prometheus metrics and the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`, ...).
+
+All metrics live on one `CollectorRegistry` owned by a `Metrics` instance, so tests and an
+embedding process can build their own. Label values are fixed vocabularies (service ids,
+reasons, results); never a host, a URL or, unless the admin opts in, an employee.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
+
+# `_created` series double every counter for no use on a dashboard.
+disable_created_metrics()
+
+# Decisions take microseconds; the buckets resolve that and still show a slow outlier.
+DECISION_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.1)
+
+
+class Metrics:
+    """Every gatekeeper metric. `employee_label` adds an `employee` label to the decision
+    counters (opt-in for small offices; off by default)."""
+
+    def __init__(self, *, employee_label: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.employee_label = employee_label
+        who = ("employee",) if employee_label else ()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.blocked = Counter(
+            "gatekeeper_blocked",
+            "Requests to governed services that were blocked, by reason. A rising "
+            "personal_account or account_mismatch count means someone keeps trying an account "
+            "the policy forbids; not_approved means people want access: check the requests.",
+            ("service", "reason", *who),
+            registry=r,
+        )
+        self.allowed = Counter(
+            "gatekeeper_allowed",
+            "Requests to governed services that were let through under an approved grant.",
+            ("service", *who),
+            registry=r,
+        )
+        self.would_block = Counter(
+            "gatekeeper_would_block",
+            "Requests that would have been blocked but were let through because the policy is "
+            "in report mode. Review these before switching to mode: enforce.",
+            ("service", "reason", *who),
+            registry=r,
+        )
+        self.decision_duration = Histogram(
+            "gatekeeper_decision_duration_seconds",
+            "Time spent deciding one governed request inside the proxy. Should stay well under "
+            "a millisecond; if not, report it as a bug.",
+            buckets=DECISION_BUCKETS,
+            registry=r,
+        )
+        self.logins = Counter(
+            "gatekeeper_logins",
+            "Sign-ins to governed services seen by the proxy, by result: company (allowed), "
+            "personal, mismatch (another employee's account), unverifiable.",
+            ("service", "result"),
+            registry=r,
+        )
+        self.audited_actions = Counter(
+            "gatekeeper_audited_actions",
+            "Actions recorded for the moderators (such as group creation). Each one should be "
+            "reviewed by the business unit that moderates the service.",
+            ("service", "action"),
+            registry=r,
+        )
+        self.access_requests = Counter(
+            "gatekeeper_access_requests",
+            "Access requests submitted by employees from the block page.",
+            ("service",),
+            registry=r,
+        )
+        self.notifications = Counter(
+            "gatekeeper_notifications",
+            "Messages to the approver about new access requests, by channel and result. "
+            "Failures are retried; persistent failures mean the approver is not being told.",
+            ("channel", "result"),
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "gatekeeper_config_reloads",
+            "Attempts to load the configuration, by result. On failure the last good policy "
+            "stays in force: run `gatekeeper check` and fix the file named in the log.",
+            ("result",),
+            registry=r,
+        )
+        self.config_last_success = Gauge(
+            "gatekeeper_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+            registry=r,
+        )
+        self.build_info = Info(
+            "gatekeeper_build",
+            "The gatekeeper and mitmproxy versions of this process.",
+            registry=r,
+        )
+        self.policy_info = Gauge(
+            "gatekeeper_policy_info",
+            "Always 1; the sha256 label identifies the policy files in force.",
+            ("sha256",),
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)
+
+    def set_policy(self, sha256: str) -> None:
+        """Record which policy is live (one series at a time)."""
+        self.policy_info.clear()
+        self.policy_info.labels(sha256).set(1)
+
+    def who(self, employee: str | None) -> tuple[str, ...]:
+        """The extra label values for the opt-in employee label."""
+        if not self.employee_label:
+            return ()
+        return (employee or "unknown",)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    content_type: str
+    body: bytes
+
+
+Route = Callable[[], Reply]
+
+
+class AdminServer:
+    """A small threaded HTTP listener for Prometheus and health checks.
+
+    Routes are callables returning a `Reply`; other parts (the PAC file) add their own.
+    It runs in a daemon thread, off mitmproxy's event loop.
+    """
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.routes: dict[str, Route] = {}
+        self.ready: Callable[[], bool] = lambda: False
+        self.alive: Callable[[], bool] = lambda: False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "gatekeeper"
+            sys_version = ""
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    reply = Reply(200, content_type, encoder(server.metrics.registry))
+                elif path in server.routes:
+                    reply = server.routes[path]()
+                else:
+                    reply = Reply(404, "text/plain; charset=utf-8", b"not found\n")
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # scrapes are not events worth a log line
+
+        self.routes["/healthz"] = lambda: _probe(server.alive(), "alive")
+        self.routes["/readyz"] = lambda: _probe(server.ready(), "ready")
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="gatekeeper-admin", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _probe(ok: bool, word: str) -> Reply:
+    if ok:
+        return Reply(200, "text/plain; charset=utf-8", f"{word}\n".encode())
+    return Reply(503, "text/plain; charset=utf-8", f"not {word}\n".encode())

@@ -1,0 +1,181 @@
+"""Live reload: watch the config directory, rebuild the policy, swap it in atomically.
+
+Every way a file gets saved must work: written in place, written to a temp file and renamed
+(most editors), deleted and re-created, a Kubernetes ConfigMap `..data` symlink swap. So the
+reloader watches the *directory* with watchdog, treats any event there as "maybe changed",
+debounces bursts, and compares the bytes of the files with the last attempt before loading.
+A slow poll runs the same check as a safety net for missed events (network file systems,
+overflowing inotify queues).
+
+A load that fails changes nothing: the last good policy keeps enforcing, the error is logged
+with `path:line`, and the failure is counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from gatekeeper.config.loader import config_files, load_policy
+from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.core.model import Policy
+from gatekeeper.logs import get_logger
+from gatekeeper.metrics import Metrics
+
+log = get_logger("gatekeeper.reload")
+
+
+class PolicyHolder:
+    """The policy in force. Readers take `holder.policy` once per request; the reloader
+    replaces the reference in one assignment, so nobody ever sees half a policy."""
+
+    __slots__ = ("policy",)
+
+    def __init__(self, policy: Policy | None = None) -> None:
+        self.policy = policy
+
+
+class PolicyReloader:
+    """Keeps `holder.policy` in step with the files in `config_dir`."""
+
+    def __init__(
+        self,
+        config_dir: Path,
+        holder: PolicyHolder,
+        metrics: Metrics,
+        on_change: Callable[[Policy], None] = lambda policy: None,
+        *,
+        debounce: float = 0.15,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.config_dir = config_dir
+        self.holder = holder
+        self.metrics = metrics
+        self.on_change = on_change
+        self.debounce = debounce
+        self.poll_interval = poll_interval
+        self._last_attempt: str | None = None
+        self._wake = threading.Event()
+        self._force = False
+        self._stopping = False
+        self._lock = threading.Lock()  # one load at a time (worker, SIGHUP, tests)
+        self._observer: Observer | None = None
+        self._worker: threading.Thread | None = None
+
+    def load_initial(self) -> Policy:
+        """Load at start-up; raises `ConfigError` (the caller decides whether to exit)."""
+        with self._lock:
+            self._last_attempt = self._fingerprint()
+            try:
+                policy = load_policy(self.config_dir)
+            except ConfigError:
+                self.metrics.config_reloads.labels("failure").inc()
+                raise
+            self._install(policy)
+            return policy
+
+    def start(self) -> None:
+        """Start watching; events and the poll both end in `_check`."""
+        self._worker = threading.Thread(target=self._run, name="gatekeeper-reload", daemon=True)
+        self._worker.start()
+        handler = _AnyEvent(self.trigger)
+        observer = Observer()
+        observer.schedule(handler, str(self.config_dir), recursive=False)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+
+    def trigger(self, force: bool = False) -> None:
+        """Ask for a check soon (`force`: load even if the bytes look unchanged, as SIGHUP)."""
+        self._force = self._force or force
+        self._wake.set()
+
+    def check(self, force: bool = False) -> bool | None:
+        """Load now if the files changed. True: new policy; False: failed; None: unchanged."""
+        with self._lock:
+            fingerprint = self._fingerprint()
+            if fingerprint == self._last_attempt and not force:
+                return None
+            self._last_attempt = fingerprint
+            try:
+                policy = load_policy(self.config_dir)
+            except ConfigError as e:
+                self.metrics.config_reloads.labels("failure").inc()
+                log.error(
+                    "config_reload_failed",
+                    problems=[str(p) for p in e.problems],
+                    keeping_policy=self.holder.policy.sha256 if self.holder.policy else None,
+                )
+                return False
+            except Exception:  # a bug must not stop the reloader; the old policy stays
+                self.metrics.config_reloads.labels("failure").inc()
+                log.exception("config_reload_failed", problems=["internal error"])
+                return False
+            self._install(policy)
+            log.info("config_reloaded", sha256=policy.sha256, services=len(policy.services),
+                     employees=len(policy.employees), grants=len(policy.grants))
+            return True
+
+    def _install(self, policy: Policy) -> None:
+        self.holder.policy = policy
+        self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_success.set(time.time())
+        self.metrics.set_policy(policy.sha256)
+        self.on_change(policy)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            woken = self._wake.wait(self.poll_interval)
+            if self._stopping:
+                return
+            if woken:
+                # Debounce: wait until the burst of events is over (bounded wait).
+                deadline = time.monotonic() + 5 * self.debounce
+                while time.monotonic() < deadline:
+                    self._wake.clear()
+                    if not self._wake.wait(self.debounce):
+                        break
+            force, self._force = self._force, False
+            self._wake.clear()
+            self.check(force=force)
+
+    def _fingerprint(self) -> str:
+        """A digest of the files' bytes (following symlinks), or of why they are unreadable."""
+        digest = hashlib.sha256()
+        for path in config_files(self.config_dir):
+            try:
+                digest.update(path.read_bytes())
+            except OSError as e:
+                digest.update(f"unreadable:{e.errno}".encode())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+
+# Our own reads of the files raise these; reacting to them would wake the reloader forever.
+_READS = frozenset({"opened", "closed_no_write"})
+
+
+class _AnyEvent(FileSystemEventHandler):
+    """Any change in the directory may be a save; the byte comparison filters the noise."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _READS:
+            self._wake()
