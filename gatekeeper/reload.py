@@ -80,10 +80,12 @@ class PolicyReloader:
             self._install(policy)
             return policy
 
-    def start(self) -> None:
-        """Start watching; events and the poll both end in `_check`."""
+    def start(self, *, watch: bool = True) -> None:
+        """Start the poll and (unless `watch` is false) the watcher; both end in `check`."""
         self._worker = threading.Thread(target=self._run, name="gatekeeper-reload", daemon=True)
         self._worker.start()
+        if not watch:
+            return
         handler = _AnyEvent(self.trigger)
         observer = Observer()
         observer.schedule(handler, str(self.config_dir), recursive=False)

@@ -119,7 +119,10 @@ class _File:
         for key, value in node.value.items():
             if key not in required and key not in optional:
                 known = ", ".join(sorted((*required, *optional)))
-                self.error(value, f"unknown key {key!r} in {what} (known keys: {known})")
+                self.error(
+                    None, f"unknown key {key!r} in {what} (known keys: {known})",
+                    line=node.key_line(key),
+                )
         for key in required:
             if key not in node.value:
                 self.error(node, f"{what} is missing required key {key!r}")
@@ -150,7 +153,7 @@ class _File:
         return good
 
     def date(self, node: Node | None, what: str) -> dt.date | None:
-        if node is not None and node.kind == "str":
+        if node is not None and isinstance(node.value, str):
             try:
                 return dt.date.fromisoformat(node.value)
             except ValueError:
@@ -272,7 +275,8 @@ class _Builder:
             return result
         for employee_id, entry in node.value.items():
             if not EMPLOYEE_ID.match(employee_id):
-                a.error(entry, f"employee id {employee_id!r} is not valid (letters, digits, ._@+-)")
+                message = f"employee id {employee_id!r} is not valid (letters, digits, ._@+-)"
+                a.error(None, message, line=node.key_line(employee_id))
                 continue
             what = f"employee {employee_id!r}"
             fields = a.mapping(entry, what, required=("email",), optional=("addresses",))
@@ -452,7 +456,8 @@ class _Builder:
         domain_owner: dict[str, tuple[str, Node]] = {}
         for service_id, entry in entries.value.items():
             if not SERVICE_ID.match(service_id):
-                s.error(entry, f"service id {service_id!r} is not valid ([a-z0-9_-]+)")
+                message = f"service id {service_id!r} is not valid ([a-z0-9_-]+)"
+                s.error(None, message, line=entries.key_line(service_id))
                 continue
             service = self._service(service_id, entry, placeholders, unfilled, domain_owner)
             if service is not None:

@@ -60,9 +60,14 @@ class Node:
     value: Any
     line: int
     kind: str
+    key_lines: dict[str, int] | None = None  # for mappings: the line of each key
 
     def get(self, key: str) -> Node | None:
         return self.value.get(key) if self.kind == "map" else None
+
+    def key_line(self, key: str) -> int:
+        """The line a mapping key stands on (errors about an entry point at its key)."""
+        return (self.key_lines or {}).get(key, self.line)
 
 
 def read_yaml(path: Path, text: str | None = None) -> Node:
@@ -109,6 +114,7 @@ def _convert(node: yaml.Node, name: str, problems: list[Problem], seen: set[int]
         return Node(None, line, "null")
     if isinstance(node, yaml.MappingNode):
         items: dict[str, Node] = {}
+        key_lines: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = _convert(key_node, name, problems, seen)
             if key.kind == "str" and key.value == "<<":
@@ -122,7 +128,8 @@ def _convert(node: yaml.Node, name: str, problems: list[Problem], seen: set[int]
                 problems.append(Problem(name, key.line, f"duplicate key {text!r}"))
                 continue
             items[text] = _convert(value_node, name, problems, seen)
-        return Node(items, line, "map")
+            key_lines[text] = key.line
+        return Node(items, line, "map", key_lines)
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(v, name, problems, seen) for v in node.value], line, "seq")
     return Node(_scalar(node, kind, name, problems), line, kind)
@@ -142,8 +149,10 @@ def _scalar(node: yaml.ScalarNode, kind: str, name: str, problems: list[Problem]
             return int(text.replace("_", ""), 0)
         if kind == "float":
             return float(text.replace("_", ""))
-        if kind == "timestamp":
+        if kind == "timestamp":  # a bad date stays text: the schema says what it must be
             return dt.date.fromisoformat(text) if len(text) == 10 else text
     except ValueError:
+        if kind == "timestamp":
+            return text
         problems.append(Problem(name, line, f"not a valid {kind}: {text!r}"))
     return text

@@ -1,0 +1,298 @@
+"""The gateway settings (`gateway.yaml`) and the nftables table rendered from them.
+
+The proxy only governs traffic that reaches it, so on the office gateway a firewall must stop
+browsers going around it: QUIC and DNS over TLS are dropped, and direct web traffic is either
+dropped (explicit proxy) or redirected to the proxy (transparent proxy). Everything here is pure:
+`render_ruleset()` returns nft text, `gatekeeper.firewall` hands it to `nft`.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gatekeeper.config.loader import _File
+from gatekeeper.config.yamlsrc import ConfigError, Node, read_yaml
+from gatekeeper.core.hosts import validate_domain
+from gatekeeper.core.model import IPNetwork
+
+GATEWAY_FILE = "gateway.yaml"
+TABLE = "inet gatekeeper"
+# Linux interface names: at most 15 bytes; no quotes or backslashes (they end up in nft text).
+INTERFACE_NAME = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,15}\Z")
+WEB_PORTS = (80, 443)
+
+
+class GatewayMode(enum.StrEnum):
+    """How browsers reach the proxy: configured to use it, or redirected to it by nftables."""
+
+    EXPLICIT = "explicit"
+    TRANSPARENT = "transparent"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The validated `gateway.yaml`."""
+
+    mode: GatewayMode
+    lan_interfaces: tuple[str, ...]
+    lan_networks: tuple[IPNetwork, ...]
+    proxy_address: str | None  # how LAN clients reach the proxy (IP or DNS name), for the PAC
+    proxy_port: int
+    metrics_port: int  # the metrics listener, which also serves /proxy.pac and /wpad.dat
+    exempt_sources: tuple[IPNetwork, ...]
+    exempt_destinations: tuple[IPNetwork, ...]
+
+
+def gateway_file(config_dir: Path) -> Path:
+    return config_dir / GATEWAY_FILE
+
+
+def load_gateway(config_dir: Path) -> GatewayConfig:
+    """Read and validate `gateway.yaml`; raises `ConfigError` listing every problem."""
+    path = gateway_file(config_dir)
+    return parse_gateway(path, read_yaml(path))
+
+
+def parse_gateway(path: Path, root: Node) -> GatewayConfig:
+    """Validate a parsed `gateway.yaml`; raises `ConfigError` listing every problem."""
+    f = _File(str(path), [])
+    top = f.mapping(root, GATEWAY_FILE, required=("mode", "lan"), optional=("proxy", "exempt"))
+    if top is None:
+        raise ConfigError(f.problems)
+    mode = GatewayMode.EXPLICIT
+    if "mode" in top:
+        try:
+            mode = GatewayMode(top["mode"].value)
+        except ValueError:
+            value = top["mode"].value
+            f.error(top["mode"], f"mode must be 'explicit' or 'transparent', not {value!r}")
+
+    interfaces: list[str] = []
+    lan_networks: list[IPNetwork] = []
+    if "lan" in top:
+        lan = f.mapping(top["lan"], "lan", required=(), optional=("interfaces", "networks"))
+        if lan is not None:
+            if "interfaces" in lan:
+                for item in f.strings(lan["interfaces"], "lan: interfaces", allow_empty=True):
+                    if INTERFACE_NAME.match(item.value):
+                        interfaces.append(item.value)
+                    else:
+                        f.error(item, f"lan: {item.value!r} is not a network interface name")
+            lan_networks = _networks(f, lan.get("networks"), "lan: networks")
+            if not interfaces and not lan_networks:
+                f.error(top["lan"], "lan needs at least one interface or network")
+
+    proxy_address, proxy_port, metrics_port = None, 8080, 9464
+    if "proxy" in top:
+        proxy = f.mapping(top["proxy"], "proxy", (), ("address", "port", "metrics_port"))
+        if proxy is not None:
+            if "address" in proxy:
+                proxy_address = _host(f, proxy["address"], "proxy: address")
+            if "port" in proxy:
+                proxy_port = _port(f, proxy["port"], "proxy: port")
+            if "metrics_port" in proxy:
+                metrics_port = _port(f, proxy["metrics_port"], "proxy: metrics_port")
+            if proxy_port and proxy_port == metrics_port:
+                f.error(top["proxy"], "proxy: port and metrics_port must differ")
+
+    exempt_sources: list[IPNetwork] = []
+    exempt_destinations: list[IPNetwork] = []
+    if "exempt" in top:
+        exempt = f.mapping(top["exempt"], "exempt", (), ("sources", "destinations"))
+        if exempt is not None:
+            exempt_sources = _networks(f, exempt.get("sources"), "exempt: sources")
+            exempt_destinations = _networks(f, exempt.get("destinations"), "exempt: destinations")
+
+    if f.problems:
+        raise ConfigError(f.problems)
+    return GatewayConfig(
+        mode=mode,
+        lan_interfaces=tuple(dict.fromkeys(interfaces)),
+        lan_networks=tuple(lan_networks),
+        proxy_address=proxy_address,
+        proxy_port=proxy_port,
+        metrics_port=metrics_port,
+        exempt_sources=tuple(exempt_sources),
+        exempt_destinations=tuple(exempt_destinations),
+    )
+
+
+def _networks(f: _File, node: Node | None, what: str) -> list[IPNetwork]:
+    if node is None:
+        return []
+    networks = []
+    for item in f.strings(node, what, allow_empty=True):
+        try:
+            networks.append(ipaddress.ip_network(item.value.strip(), strict=False))
+        except ValueError:
+            f.error(item, f"{what}: {item.value!r} is not an IP address or CIDR")
+    return networks
+
+
+def _port(f: _File, node: Node, what: str) -> int:
+    if node.kind != "int" or not 1 <= node.value <= 65535:
+        f.error(node, f"{what} must be a port number (1-65535)")
+        return 0
+    return int(node.value)
+
+
+def _host(f: _File, node: Node, what: str) -> str | None:
+    text = f.string(node, what)
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    try:
+        return validate_domain(text)
+    except ValueError:
+        f.error(node, f"{what} {text!r} is not an IP address or host name")
+        return None
+
+
+# --- nftables -------------------------------------------------------------------------------
+
+
+def render_ruleset(cfg: GatewayConfig) -> str:
+    """The nft script for the whole `inet gatekeeper` table.
+
+    It creates the table (a no-op when it exists), deletes it and defines it anew: `nft -f`
+    runs a file as one transaction, so applying replaces the old table atomically, or changes
+    nothing when any line fails, and applying it twice gives the same table.
+    """
+    sets = _Sets(cfg)
+    ports = f"{{ {cfg.proxy_port}, {cfg.metrics_port} }}"
+    web = "{ " + ", ".join(str(p) for p in WEB_PORTS) + " }"
+    exempt = sets.exempt_rules()
+    chains: list[str] = []
+    if cfg.mode is GatewayMode.TRANSPARENT:
+        hook = "nat hook prerouting priority dstnat"
+        chains += _base_chain("prerouting", hook, sets, "lan_redirect")
+        chains += _chain("lan_redirect", [
+            *exempt,
+            'fib daddr type local return comment "traffic to the gateway itself is not redirected"',
+            f"tcp dport {web} redirect to :{cfg.proxy_port} "
+            'comment "LAN web traffic goes to the transparent proxy"',
+        ])
+    # Traffic to the gateway itself ends there and cannot go around the proxy, so QUIC and DoT
+    # are only dropped when forwarded; the input chain only keeps the proxy off the WAN side.
+    chains += _base_chain(
+        "input", "filter hook input priority filter", sets, "lan_input",
+        first=['iif "lo" accept comment "local clients, such as health checks"'],
+        last=[f"tcp dport {ports} reject with tcp reset "
+              'comment "the proxy and the metrics/PAC listener answer the LAN only"'],
+    )
+    chains += _chain("lan_input", [
+        f'tcp dport {ports} accept comment "LAN clients reach the proxy and the PAC file"',
+    ])
+    chains += _base_chain("forward", "filter hook forward priority filter", sets, "lan_forward")
+    skipped = "skips the proxy" if cfg.mode is GatewayMode.EXPLICIT else "was not redirected"
+    chains += _chain("lan_forward", [
+        *exempt,
+        "udp dport 443 reject with icmpx type port-unreachable "
+        'comment "QUIC (HTTP/3) around the proxy: browsers fall back to TCP"',
+        'tcp dport 853 reject with tcp reset comment "DNS over TLS"',
+        'udp dport 853 reject with icmpx type port-unreachable comment "DNS over QUIC"',
+        f'tcp dport {web} reject with tcp reset comment "LAN web traffic that {skipped}"',
+    ])
+    header = [
+        f"# gatekeeper firewall ({cfg.mode} mode), generated from {GATEWAY_FILE}: do not edit.",
+        "# Apply with `gatekeeper firewall apply`: one nft transaction replaces the whole table.",
+        f"table {TABLE} {{}}",
+        f"delete table {TABLE}",
+        f"table {TABLE} {{",
+        f'\tcomment "gatekeeper: {cfg.mode} proxy on port {cfg.proxy_port}"',
+    ]
+    return "\n".join([*header, *sets.definitions(), *chains, "}"]) + "\n"
+
+
+class _Sets:
+    """The named sets the configuration needs (empty ones are left out) and rules using them."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.interfaces = cfg.lan_interfaces
+        self.lan = _by_version(cfg.lan_networks)
+        self.sources = _by_version(cfg.exempt_sources)
+        self.destinations = _by_version(cfg.exempt_destinations)
+
+    def definitions(self) -> list[str]:
+        lines: list[str] = []
+        if self.interfaces:
+            names = ", ".join(f'"{name}"' for name in self.interfaces)
+            lines += _set("lan_interfaces", "ifname", "LAN interfaces", names, interval=False)
+        for name, networks, what in (
+            ("lan", self.lan, "LAN networks"),
+            ("exempt_src", self.sources, "exempt sources"),
+            ("exempt_dst", self.destinations, "exempt destinations"),
+        ):
+            for version, items in networks.items():
+                kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+                elements = ", ".join(str(n) for n in items)
+                lines += _set(f"{name}_v{version}", kind, what, elements, interval=True)
+        return lines
+
+    def lan_jumps(self, target: str) -> list[str]:
+        """Rules sending LAN traffic (from a LAN interface or a LAN network) to `target`."""
+        rules = []
+        if self.interfaces:
+            rules.append(f'iifname @lan_interfaces jump {target} comment "from a LAN interface"')
+        for version in self.lan:
+            rules.append(f"{_family(version)} saddr @lan_v{version} jump {target} "
+                         'comment "from a LAN network"')
+        return rules
+
+    def exempt_rules(self) -> list[str]:
+        rules = []
+        for version in self.sources:
+            rules.append(f'{_family(version)} saddr @exempt_src_v{version} return '
+                         'comment "exempt source: not governed"')
+        for version in self.destinations:
+            rules.append(f'{_family(version)} daddr @exempt_dst_v{version} return '
+                         'comment "exempt destination: not governed"')
+        return rules
+
+
+def _by_version(networks: Iterable[IPNetwork]) -> dict[int, list[IPNetwork]]:
+    grouped: dict[int, list[IPNetwork]] = {}
+    for network in networks:
+        grouped.setdefault(network.version, []).append(network)
+    return dict(sorted(grouped.items()))
+
+
+def _family(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def _set(name: str, kind: str, comment: str, elements: str, *, interval: bool) -> list[str]:
+    flags = ["\t\tflags interval", "\t\tauto-merge"] if interval else []
+    return [
+        f"\tset {name} {{",
+        f"\t\ttype {kind}",
+        *flags,
+        f'\t\tcomment "{comment}"',
+        f"\t\telements = {{ {elements} }}",
+        "\t}",
+    ]
+
+
+def _chain(name: str, rules: list[str], hook: str | None = None) -> list[str]:
+    head = [f"\t\ttype {hook}; policy accept;"] if hook else []
+    return [f"\tchain {name} {{", *head, *(f"\t\t{rule}" for rule in rules), "\t}"]
+
+
+def _base_chain(
+    name: str,
+    hook: str,
+    sets: _Sets,
+    target: str,
+    first: list[str] | None = None,
+    last: list[str] | None = None,
+) -> list[str]:
+    """A hooked chain that sends LAN traffic to the regular chain `target`."""
+    return _chain(name, [*(first or []), *sets.lan_jumps(target), *(last or [])], hook)

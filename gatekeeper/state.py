@@ -1,0 +1,973 @@
+"""The state database: `<state_dir>/gatekeeper.db`, one embedded SQLite file.
+
+It holds what the config files do not: access requests and the decisions on them, Terms-of-Use
+acknowledgements, session bindings (as keyed hashes, never cookie values), the events the
+access review needs (blocked attempts, audited actions, last use of a grant) and the outbox of
+notifications to the approver. `approvals.yaml` stays the single source of truth for who is
+approved.
+
+The proxy and any number of CLI processes use the file at once: each opens its own `StateDB`
+(WAL journal, so readers never wait for the writer; `busy_timeout`, so a writer waits briefly
+for another instead of failing), and every write is one short `BEGIN IMMEDIATE` transaction.
+One `StateDB` may be shared by threads: its methods serialize on a lock.
+
+The schema grows by appending to `MIGRATIONS`, never by editing an entry: `PRAGMA user_version`
+counts the entries applied, each is applied in its own transaction, and a database written by a
+newer gatekeeper is refused rather than misread.
+
+Privacy: nothing here stores passwords, cookie values, bodies or URLs of non-social sites. The
+only URL kept is a governed service's Terms-of-Use URL from the catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DB_FILE = "gatekeeper.db"
+SECRET_FILE = "secret.key"
+SECRET_BYTES = 32
+BUSY_TIMEOUT_MS = 5000
+MAX_JUSTIFICATION = 500
+KEEP_BINDINGS = 5  # session bindings kept per (employee, service): one per device, roughly
+PRIORITY_REASONS = ("personal_account", "account_mismatch")  # listed first in the review
+
+PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
+DECISIONS = (APPROVED, DENIED, WITHDRAWN)
+
+# Request ids are typed by a person: Crockford's base32 (no i, l, o, u), 8 characters.
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+ID_LENGTH = 8
+_ID_TYPOS = str.maketrans({"i": "1", "l": "1", "o": "0", "-": None, " ": None})
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema. Times are UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ` (sortable).
+    """
+    CREATE TABLE access_requests (
+        id              TEXT PRIMARY KEY,
+        employee        TEXT NOT NULL,
+        service         TEXT NOT NULL,
+        justification   TEXT NOT NULL,
+        created         TEXT NOT NULL,
+        updated         TEXT NOT NULL,
+        status          TEXT NOT NULL
+                        CHECK (status IN ('pending', 'approved', 'denied', 'withdrawn')),
+        decided_by      TEXT,
+        decided_on      TEXT,
+        decision_reason TEXT
+    );
+    -- at most one pending request per (employee, service): a second one updates it
+    CREATE UNIQUE INDEX access_requests_one_pending
+        ON access_requests (employee, service) WHERE status = 'pending';
+    CREATE INDEX access_requests_by_employee ON access_requests (employee, updated);
+
+    CREATE TABLE terms_acknowledgements (
+        employee        TEXT NOT NULL,
+        service         TEXT NOT NULL,
+        terms_url       TEXT NOT NULL,
+        acknowledged_at TEXT NOT NULL,
+        PRIMARY KEY (employee, service, terms_url)
+    );
+
+    -- digest = HMAC-SHA256(secret.key, service NUL cookie value): never the value itself
+    CREATE TABLE session_bindings (
+        service  TEXT NOT NULL,
+        digest   BLOB NOT NULL,
+        employee TEXT NOT NULL,
+        bound_at TEXT NOT NULL,
+        PRIMARY KEY (service, digest)
+    );
+    CREATE INDEX session_bindings_by_owner ON session_bindings (employee, service, bound_at);
+
+    -- blocked requests, counted per UTC day so that a blocked page's many requests stay one row
+    CREATE TABLE blocked_daily (
+        day      TEXT NOT NULL,
+        employee TEXT NOT NULL,  -- '' when the employee is unknown
+        service  TEXT NOT NULL,
+        reason   TEXT NOT NULL,
+        count    INTEGER NOT NULL,
+        first_at TEXT NOT NULL,
+        last_at  TEXT NOT NULL,
+        PRIMARY KEY (day, employee, service, reason)
+    );
+
+    CREATE TABLE audited_actions (
+        id       INTEGER PRIMARY KEY,
+        employee TEXT NOT NULL,
+        service  TEXT NOT NULL,
+        action   TEXT NOT NULL,
+        at       TEXT NOT NULL
+    );
+    CREATE INDEX audited_actions_at ON audited_actions (at);
+
+    CREATE TABLE grant_usage (
+        employee  TEXT NOT NULL,
+        service   TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (employee, service)
+    );
+
+    CREATE TABLE notifications (
+        id           INTEGER PRIMARY KEY,
+        request_id   TEXT NOT NULL REFERENCES access_requests (id),
+        channel      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        created      TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL,
+        sent_at      TEXT,
+        last_error   TEXT
+    );
+    CREATE INDEX notifications_due ON notifications (next_attempt) WHERE sent_at IS NULL;
+    """,
+)
+
+
+class StateError(Exception):
+    """The state database cannot be used, or an operation on it is refused."""
+
+
+class UnknownRequestError(StateError):
+    """No access request has this id."""
+
+
+class RequestDecidedError(StateError):
+    """The access request was already approved, denied or withdrawn."""
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    id: str
+    employee: str
+    service: str
+    justification: str
+    created: dt.datetime
+    updated: dt.datetime  # last submitted or updated by the employee (not by the decision)
+    status: str
+    decided_by: str | None = None
+    decided_on: dt.datetime | None = None
+    decision_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The object `gatekeeper requests --json` prints."""
+        return {
+            "id": self.id,
+            "employee": self.employee,
+            "service": self.service,
+            "justification": self.justification,
+            "created": _iso(self.created),
+            "updated": _iso(self.updated),
+            "status": self.status,
+            "decided_by": self.decided_by,
+            "decided_on": _iso(self.decided_on),
+            "decision_reason": self.decision_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    employee: str
+    service: str
+    terms_url: str
+    acknowledged_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "employee": self.employee,
+            "service": self.service,
+            "terms_url": self.terms_url,
+            "acknowledged_at": _iso(self.acknowledged_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """A session cookie value (as its keyed hash) bound to the employee who signed in."""
+
+    service: str
+    digest: bytes
+    employee: str
+    bound_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedAttempt:
+    """A blocked request; `employee` is None when the proxy could not tell who it was."""
+
+    employee: str | None
+    service: str
+    reason: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditedAction:
+    employee: str
+    service: str
+    action: str
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "employee": self.employee,
+            "service": self.service,
+            "action": self.action,
+            "at": _iso(self.at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GrantUse:
+    """An allowed request under a grant: only the latest per (employee, service) is kept."""
+
+    employee: str
+    service: str
+    at: dt.datetime
+
+
+Event = BlockedAttempt | AuditedAction | GrantUse
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedSummary:
+    """Blocked attempts of one employee on one service for one reason, over a period."""
+
+    employee: str | None
+    service: str
+    reason: str
+    count: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "employee": self.employee,
+            "service": self.service,
+            "reason": self.reason,
+            "count": self.count,
+            "first_at": _iso(self.first_at),
+            "last_at": _iso(self.last_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to the approver about a request, in the outbox until it is sent."""
+
+    id: int
+    request_id: str
+    channel: str
+    payload: str  # JSON text, built by the notifier
+    created: dt.datetime
+    attempts: int
+    next_attempt: dt.datetime
+    sent_at: dt.datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewData:
+    """What `gatekeeper review` needs from the database; `gatekeeper.review` adds the policy."""
+
+    since: dt.datetime
+    pending: tuple[AccessRequest, ...]
+    decided: tuple[AccessRequest, ...]  # decided since `since`
+    blocked: tuple[BlockedSummary, ...]  # per UTC day from since's day; priority reasons first
+    audited: tuple[AuditedAction, ...]  # since `since`, oldest first
+    acknowledgements: tuple[Acknowledgement, ...]
+    last_use: dict[tuple[str, str], dt.datetime]  # (employee, service) -> last allowed request
+    undelivered_notifications: int
+
+
+# --- the database ---------------------------------------------------------------------------
+
+
+class StateDB:
+    """One connection to `<state_dir>/gatekeeper.db`; open one per process (or share by threads).
+
+    Times passed in must be timezone-aware; they are stored in UTC and returned in UTC.
+    """
+
+    def __init__(self, state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_FILE
+        self._lock = threading.Lock()
+        self._secret: bytes | None = None
+        _ensure_private_dir(self.state_dir)
+        _create_private_file(self.path)
+        self._conn = sqlite3.connect(
+            self.path,
+            timeout=busy_timeout_ms / 1000,
+            isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+            check_same_thread=False,  # guarded by self._lock
+        )
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")  # a recorded request survives a crash
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise StateError(f"{self.path}: cannot use the state database: {e}") from e
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        """Apply the migrations this file lacks, each in its own transaction."""
+        for number, script in enumerate(MIGRATIONS, start=1):
+            with self._write() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version >= number:
+                    continue
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StateError(
+                f"{self.path} has schema version {version}, but this gatekeeper only knows "
+                f"versions up to {len(MIGRATIONS)}: it was written by a newer gatekeeper; "
+                f"upgrade gatekeeper (or restore a backup of the state directory)"
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
+        processes never deadlock upgrading a read lock."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    # --- access requests --------------------------------------------------------------------
+
+    def submit_request(
+        self,
+        employee: str,
+        service: str,
+        justification: str,
+        now: dt.datetime,
+        notifications: Callable[[AccessRequest], Iterable[tuple[str, str]]] | None = None,
+    ) -> tuple[AccessRequest, bool]:
+        """Record a request; returns (request, created).
+
+        While a request of `employee` for `service` is pending, a new one updates its
+        justification instead of adding another (created is False). `notifications`, called
+        only for a new request, returns (channel, payload JSON) pairs that are queued in the
+        same transaction: the request and the messages about it are recorded together.
+        Raises ValueError for an empty or overlong justification.
+        """
+        _require(employee, "employee")
+        _require(service, "service")
+        text = clean_justification(justification)
+        stamp = _ts(now)
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests"
+                " WHERE employee = ? AND service = ? AND status = 'pending'",
+                (employee, service),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE access_requests SET justification = ?, updated = ? WHERE id = ?",
+                    (text, stamp, row[0]),
+                )
+                return _request(_request_row(conn, row[0])), False
+            request_id = _insert_request(conn, employee, service, text, stamp)
+            request = _request(_request_row(conn, request_id))
+            for channel, payload in (notifications(request) if notifications else ()):
+                _enqueue(conn, request_id, channel, payload, stamp)
+            return request, True
+
+    def get_request(self, request_id: str) -> AccessRequest:
+        """The request with this id (typed by a person: case and i/l/o typos forgiven)."""
+        with self._lock:
+            row = _request_row(self._conn, normalize_request_id(request_id))
+        if row is None:
+            raise UnknownRequestError(f"no access request with id {request_id!r}")
+        return _request(row)
+
+    def pending_requests(self) -> list[AccessRequest]:
+        """Pending requests, oldest first."""
+        return self._requests("WHERE status = 'pending' ORDER BY created, id")
+
+    def all_requests(self) -> list[AccessRequest]:
+        """Every request, oldest first."""
+        return self._requests("ORDER BY created, id")
+
+    def _requests(self, where: str, args: Sequence[Any] = ()) -> list[AccessRequest]:
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests {where}", args
+            ).fetchall()
+        return [_request(r) for r in rows]
+
+    def decide_request(
+        self, request_id: str, status: str, by: str, reason: str | None, now: dt.datetime
+    ) -> AccessRequest:
+        """Mark a pending request approved, denied or withdrawn.
+
+        Raises UnknownRequestError for an unknown id and RequestDecidedError for a request
+        that is no longer pending (decided by someone else in the meantime, for example).
+        """
+        if status not in DECISIONS:
+            raise ValueError(f"status must be one of {', '.join(DECISIONS)}, not {status!r}")
+        _require(by, "by")
+        request_id = normalize_request_id(request_id)
+        with self._write() as conn:
+            row = _request_row(conn, request_id)
+            if row is None:
+                raise UnknownRequestError(f"no access request with id {request_id!r}")
+            current = _request(row)
+            if current.status != PENDING:
+                when = current.decided_on.date().isoformat() if current.decided_on else "?"
+                raise RequestDecidedError(
+                    f"access request {request_id} was already {current.status} "
+                    f"by {current.decided_by or '?'} on {when}"
+                )
+            conn.execute(
+                "UPDATE access_requests SET status = ?, decided_by = ?, decided_on = ?,"
+                " decision_reason = ? WHERE id = ?",
+                (status, by, _ts(now), _clean_line(reason) if reason else None, request_id),
+            )
+            return _request(_request_row(conn, request_id))
+
+    def count_recent_requests(self, employee: str, since: dt.datetime) -> int:
+        """Requests of `employee` submitted or updated since `since`: the rate limit's count."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT count(*) FROM access_requests WHERE employee = ? AND updated >= ?",
+                (employee, _ts(since)),
+            ).fetchone()[0]
+
+    def pending_count(self) -> int:
+        """For the `gatekeeper_access_requests_pending` gauge."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT count(*) FROM access_requests WHERE status = 'pending'"
+            ).fetchone()[0]
+
+    def oldest_pending_created(self) -> dt.datetime | None:
+        with self._lock:
+            value = self._conn.execute(
+                "SELECT min(created) FROM access_requests WHERE status = 'pending'"
+            ).fetchone()[0]
+        return _parse(value)
+
+    # --- Terms of Use -----------------------------------------------------------------------
+
+    def acknowledge(
+        self, employee: str, service: str, terms_url: str, now: dt.datetime
+    ) -> Acknowledgement:
+        """Record that `employee` accepted `terms_url`; the first acceptance's time is kept."""
+        _require(employee, "employee")
+        _require(service, "service")
+        _require(terms_url, "terms_url")
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO terms_acknowledgements VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (employee, service, terms_url, _ts(now)),
+            )
+            row = conn.execute(
+                "SELECT acknowledged_at FROM terms_acknowledgements"
+                " WHERE employee = ? AND service = ? AND terms_url = ?",
+                (employee, service, terms_url),
+            ).fetchone()
+        return Acknowledgement(employee, service, terms_url, _parse(row[0]))
+
+    def has_acknowledged(self, employee: str, service: str, terms_url: str) -> bool:
+        """Whether `employee` accepted exactly this `terms_url` (a changed URL asks again)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT 1 FROM terms_acknowledgements"
+                " WHERE employee = ? AND service = ? AND terms_url = ?",
+                (employee, service, terms_url),
+            ).fetchone()
+        return row is not None
+
+    def acknowledgements(self) -> list[Acknowledgement]:
+        """Every acknowledgement, oldest first."""
+        with self._lock:
+            return _acknowledgements(self._conn)
+
+    # --- session bindings -------------------------------------------------------------------
+
+    def session_digest(self, service: str, cookie_value: str) -> bytes:
+        """The keyed hash that stands for a session cookie value."""
+        if self._secret is None:
+            self._secret = load_secret(self.state_dir)
+        return session_digest(self._secret, service, cookie_value)
+
+    def bind_session(
+        self, service: str, cookie_value: str, employee: str, now: dt.datetime,
+        keep: int = KEEP_BINDINGS,
+    ) -> Binding:
+        """Bind a session cookie value to `employee`, keeping their `keep` most recent ones."""
+        binding = Binding(service, self.session_digest(service, cookie_value), employee, now)
+        self.store_bindings([binding], keep)
+        return binding
+
+    def store_bindings(self, bindings: Iterable[Binding], keep: int = KEEP_BINDINGS) -> None:
+        """Persist bindings made in memory (see `SessionCache.bind`), in one transaction.
+
+        A digest already bound is re-bound (the service issued the value to this login); each
+        (employee, service) touched keeps only its `keep` most recent bindings.
+        """
+        with self._write() as conn:
+            owners = set()
+            for b in bindings:
+                conn.execute(
+                    "INSERT INTO session_bindings VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE"
+                    " SET employee = excluded.employee, bound_at = excluded.bound_at",
+                    (b.service, b.digest, b.employee, _ts(b.bound_at)),
+                )
+                owners.add((b.employee, b.service))
+            for employee, service in owners:
+                conn.execute(
+                    "DELETE FROM session_bindings WHERE employee = ?1 AND service = ?2"
+                    " AND rowid NOT IN (SELECT rowid FROM session_bindings"
+                    "  WHERE employee = ?1 AND service = ?2"
+                    "  ORDER BY bound_at DESC, rowid DESC LIMIT ?3)",
+                    (employee, service, keep),
+                )
+
+    def session_owner(self, service: str, cookie_value: str) -> str | None:
+        """The employee a session cookie value is bound to (a database read: the proxy uses
+        `SessionCache.owner` instead)."""
+        digest = self.session_digest(service, cookie_value)
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT employee FROM session_bindings WHERE service = ? AND digest = ?",
+                (service, digest),
+            ).fetchone()
+        return row[0] if row else None
+
+    def load_bindings(self) -> list[Binding]:
+        """Every binding, oldest first (to fill a `SessionCache` at start)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT service, digest, employee, bound_at FROM session_bindings"
+                " ORDER BY bound_at, rowid"
+            ).fetchall()
+        return [Binding(s, bytes(d), e, _parse(at)) for s, d, e, at in rows]
+
+    # --- events for the access review -------------------------------------------------------
+
+    def record_many(self, events: Iterable[Event]) -> None:
+        """Record a batch of events in one transaction (the proxy batches off the hot path)."""
+        with self._write() as conn:
+            for event in events:
+                _record(conn, event)
+
+    def record_block(
+        self, employee: str | None, service: str, reason: str, at: dt.datetime
+    ) -> None:
+        self.record_many([BlockedAttempt(employee, service, reason, at)])
+
+    def record_audited(self, employee: str, service: str, action: str, at: dt.datetime) -> None:
+        self.record_many([AuditedAction(employee, service, action, at)])
+
+    def touch_usage(self, employee: str, service: str, at: dt.datetime) -> None:
+        self.record_many([GrantUse(employee, service, at)])
+
+    # --- notification outbox ----------------------------------------------------------------
+
+    def enqueue_notification(
+        self, request_id: str, channel: str, payload_json: str, now: dt.datetime
+    ) -> int:
+        """Queue a message about a request; it stays queued until `mark_sent`."""
+        with self._write() as conn:
+            return _enqueue(conn, request_id, channel, payload_json, _ts(now))
+
+    def due_notifications(self, now: dt.datetime, limit: int = 100) -> list[Notification]:
+        """Unsent messages whose next attempt is due, oldest first. One process (the proxy)
+        delivers them."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications"
+                " WHERE sent_at IS NULL AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
+                (_ts(now), limit),
+            ).fetchall()
+        return [_notification(r) for r in rows]
+
+    def mark_sent(self, notification_id: int, now: dt.datetime) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE notifications SET sent_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE id = ?",
+                (_ts(now), notification_id),
+            )
+
+    def mark_failed(self, notification_id: int, retry_at: dt.datetime, error: str) -> None:
+        """A delivery attempt failed: try again from `retry_at` (the message is never dropped)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt = ?,"
+                " last_error = ? WHERE id = ? AND sent_at IS NULL",
+                (_ts(retry_at), _clean_line(error)[:500], notification_id),
+            )
+
+    def notification(self, notification_id: int) -> Notification:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",
+                (notification_id,),
+            ).fetchone()
+        if row is None:
+            raise StateError(f"no notification with id {notification_id}")
+        return _notification(row)
+
+    # --- access review ----------------------------------------------------------------------
+
+    def review(self, since: dt.datetime) -> ReviewData:
+        """Everything the access review reads, from one consistent snapshot."""
+        start = _ts(since)
+        with self._read() as conn:
+            pending = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests WHERE status = 'pending'"
+                " ORDER BY created, id"
+            ).fetchall()
+            decided = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests"
+                " WHERE status != 'pending' AND decided_on >= ? ORDER BY decided_on, id",
+                (start,),
+            ).fetchall()
+            blocked = conn.execute(
+                "SELECT employee, service, reason, sum(count), min(first_at), max(last_at)"
+                " FROM blocked_daily WHERE day >= ? GROUP BY employee, service, reason",
+                (start[:10],),
+            ).fetchall()
+            audited = conn.execute(
+                "SELECT employee, service, action, at FROM audited_actions WHERE at >= ?"
+                " ORDER BY at, id",
+                (start,),
+            ).fetchall()
+            acknowledgements = _acknowledgements(conn)
+            usage = conn.execute("SELECT employee, service, last_seen FROM grant_usage").fetchall()
+            undelivered = conn.execute(
+                "SELECT count(*) FROM notifications WHERE sent_at IS NULL"
+            ).fetchone()[0]
+        summaries = [
+            BlockedSummary(e or None, s, r, n, _parse(first), _parse(last))
+            for e, s, r, n, first, last in blocked
+        ]
+        summaries.sort(
+            key=lambda b: (
+                b.reason not in PRIORITY_REASONS,
+                -b.count,
+                b.employee or "",
+                b.service,
+                b.reason,
+            )
+        )
+        return ReviewData(
+            since=since.astimezone(dt.UTC),
+            pending=tuple(_request(r) for r in pending),
+            decided=tuple(_request(r) for r in decided),
+            blocked=tuple(summaries),
+            audited=tuple(AuditedAction(e, s, a, _parse(at)) for e, s, a, at in audited),
+            acknowledgements=tuple(acknowledgements),
+            last_use={(e, s): _parse(at) for e, s, at in usage},
+            undelivered_notifications=undelivered,
+        )
+
+
+class SessionCache:
+    """The proxy's in-memory view of the session bindings: a lookup never touches the disk.
+
+    Fill it from `StateDB.load_bindings()` at start; `bind` updates memory and returns the
+    `Binding` to persist with `StateDB.store_bindings` (which trims by the same rule), possibly
+    batched on a writer thread. Not thread-safe: use it from the event loop only.
+    """
+
+    def __init__(
+        self, secret: bytes, bindings: Iterable[Binding] = (), keep: int = KEEP_BINDINGS
+    ) -> None:
+        self._secret = secret
+        self._keep = keep
+        self._owner: dict[bytes, str] = {}  # digest (which includes the service) -> employee
+        self._recent: dict[tuple[str, str], OrderedDict[bytes, None]] = {}
+        for binding in bindings:  # oldest first, as load_bindings returns them
+            self._add(binding.service, binding.digest, binding.employee)
+
+    @classmethod
+    def from_db(cls, db: StateDB, keep: int = KEEP_BINDINGS) -> SessionCache:
+        return cls(load_secret(db.state_dir), db.load_bindings(), keep)
+
+    def owner(self, service: str, cookie_value: str) -> str | None:
+        """The employee this session value was bound to, or None if it never was."""
+        return self._owner.get(session_digest(self._secret, service, cookie_value))
+
+    def bind(self, service: str, cookie_value: str, employee: str, now: dt.datetime) -> Binding:
+        digest = session_digest(self._secret, service, cookie_value)
+        self._add(service, digest, employee)
+        return Binding(service, digest, employee, now)
+
+    def _add(self, service: str, digest: bytes, employee: str) -> None:
+        previous = self._owner.get(digest)
+        if previous is not None:
+            self._recent[(previous, service)].pop(digest, None)
+        self._owner[digest] = employee
+        recent = self._recent.setdefault((employee, service), OrderedDict())
+        recent[digest] = None
+        while len(recent) > self._keep:
+            oldest, _ = recent.popitem(last=False)
+            del self._owner[oldest]
+
+
+def session_digest(secret: bytes, service: str, cookie_value: str) -> bytes:
+    """HMAC-SHA256 of (service, cookie value): the same value on two services differs."""
+    message = service.encode() + b"\0" + cookie_value.encode("utf-8", "surrogateescape")
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def load_secret(state_dir: Path) -> bytes:
+    """The binding key in `<state_dir>/secret.key`: created (0600, random) on first use.
+
+    Created under a temporary name and linked into place, so two processes starting at once
+    agree on one key and nobody ever reads a half-written file.
+    """
+    state_dir = Path(state_dir)
+    path = state_dir / SECRET_FILE
+    if not path.exists():
+        _ensure_private_dir(state_dir)
+        tmp = state_dir / f".{SECRET_FILE}.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, os.urandom(SECRET_BYTES))
+            os.fsync(fd)
+            _match_dir_owner(fd, state_dir)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won the race: use its key
+        finally:
+            tmp.unlink()
+    secret = path.read_bytes()
+    if len(secret) != SECRET_BYTES:
+        raise StateError(f"{path} must hold exactly {SECRET_BYTES} bytes (it is damaged)")
+    return secret
+
+
+def normalize_request_id(text: str) -> str:
+    """What a person typed as a request id, in the stored form (lowercase, typos forgiven)."""
+    return text.strip().lower().translate(_ID_TYPOS)
+
+
+def clean_justification(text: str) -> str:
+    """One line of printable text (it is shown in the approver's terminal), at most 500
+    characters; raises ValueError when empty or too long."""
+    cleaned = _clean_line(text)
+    if not cleaned:
+        raise ValueError("the justification is empty: say why you need access")
+    if len(cleaned) > MAX_JUSTIFICATION:
+        raise ValueError(f"the justification is longer than {MAX_JUSTIFICATION} characters")
+    return cleaned
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+_REQUEST_COLUMNS = (
+    "id, employee, service, justification, created, updated, status,"
+    " decided_by, decided_on, decision_reason"
+)
+_NOTIFICATION_COLUMNS = (
+    "id, request_id, channel, payload, created, attempts, next_attempt, sent_at, last_error"
+)
+
+
+def _request_row(conn: sqlite3.Connection, request_id: str) -> tuple[Any, ...] | None:
+    return conn.execute(
+        f"SELECT {_REQUEST_COLUMNS} FROM access_requests WHERE id = ?", (request_id,)
+    ).fetchone()
+
+
+def _request(row: tuple[Any, ...]) -> AccessRequest:
+    rid, employee, service, text, created, updated, status, by, on, reason = row
+    return AccessRequest(
+        rid, employee, service, text, _parse(created), _parse(updated), status, by,
+        _parse(on), reason,
+    )
+
+
+def _insert_request(
+    conn: sqlite3.Connection, employee: str, service: str, text: str, stamp: str
+) -> str:
+    for _ in range(10):  # 32**8 ids: a collision is rare, ten in a row is impossible in practice
+        request_id = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+        try:
+            conn.execute(
+                "INSERT INTO access_requests (id, employee, service, justification, created,"
+                " updated, status) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                (request_id, employee, service, text, stamp, stamp),
+            )
+        except sqlite3.IntegrityError:
+            continue
+        return request_id
+    raise StateError("could not allocate a request id")
+
+
+def _enqueue(
+    conn: sqlite3.Connection, request_id: str, channel: str, payload: str, stamp: str
+) -> int:
+    cursor = conn.execute(
+        "INSERT INTO notifications (request_id, channel, payload, created, next_attempt)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (request_id, channel, payload, stamp, stamp),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _notification(row: tuple[Any, ...]) -> Notification:
+    nid, request_id, channel, payload, created, attempts, next_attempt, sent, error = row
+    return Notification(
+        nid, request_id, channel, payload, _parse(created), attempts, _parse(next_attempt),
+        _parse(sent), error,
+    )
+
+
+def _acknowledgements(conn: sqlite3.Connection) -> list[Acknowledgement]:
+    rows = conn.execute(
+        "SELECT employee, service, terms_url, acknowledged_at FROM terms_acknowledgements"
+        " ORDER BY acknowledged_at, employee, service"
+    ).fetchall()
+    return [Acknowledgement(e, s, u, _parse(at)) for e, s, u, at in rows]
+
+
+def _record(conn: sqlite3.Connection, event: Event) -> None:
+    stamp = _ts(event.at)
+    if isinstance(event, BlockedAttempt):
+        conn.execute(
+            "INSERT INTO blocked_daily VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE"
+            " SET count = count + 1, first_at = min(first_at, excluded.first_at),"
+            " last_at = max(last_at, excluded.last_at)",
+            (stamp[:10], event.employee or "", event.service, event.reason, stamp, stamp),
+        )
+    elif isinstance(event, AuditedAction):
+        conn.execute(
+            "INSERT INTO audited_actions (employee, service, action, at) VALUES (?, ?, ?, ?)",
+            (event.employee, event.service, event.action, stamp),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO grant_usage VALUES (?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET last_seen = max(last_seen, excluded.last_seen)",
+            (event.employee, event.service, stamp),
+        )
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a migration script into statements (sqlite3 runs one per execute)."""
+    buffer = ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                yield buffer
+            buffer = ""
+    if buffer.strip(" \n;"):
+        raise StateError(f"incomplete statement in migration: {buffer.strip()[:60]}")
+
+
+def _ts(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse(value: str | None) -> Any:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
+
+
+def _require(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+
+
+def _clean_line(text: str) -> str:
+    """Control and format characters (terminal escapes, newlines, bidi overrides) become
+    spaces; runs of white space collapse."""
+    chars = (" " if unicodedata.category(c).startswith(("C", "Z")) else c for c in text)
+    return " ".join("".join(chars).split())
+
+
+def _ensure_private_dir(path: Path) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _create_private_file(path: Path) -> None:
+    """Create `path` 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+        _match_dir_owner(fd, path.parent)
+    finally:
+        os.close(fd)
+
+
+def _match_dir_owner(fd: int, directory: Path) -> None:
+    """A root CLI creating a file in the proxy's state directory gives it to the directory's
+    owner, so the proxy (running as that user) can still open it."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(directory)
+    if owner.st_uid != 0 or owner.st_gid != 0:
+        os.fchown(fd, owner.st_uid, owner.st_gid)

@@ -1,0 +1,215 @@
+"""Every validation error, reported as `path:line: message`, and nothing accepted that is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.config.loader import load_policy
+from gatekeeper.config.yamlsrc import ConfigError
+
+SERVICES = """\
+services:
+  facebook:
+    name: Facebook
+    domains: [facebook.com]
+  linkedin:
+    name: LinkedIn
+    domains: [linkedin.com]
+    terms_url: https://www.linkedin.com/legal/user-agreement
+"""
+
+APPROVALS = """\
+approver: it.lead@clinic.example
+company_domains: [clinic.example]
+employees:
+  alice:
+    email: alice@clinic.example
+    addresses: [10.0.0.15]
+  bob:
+    email: bob@clinic.example
+grants:
+  - employee: alice
+    service: linkedin
+    approved_by: it.lead@clinic.example
+    approved_on: 2026-11-20
+"""
+
+GRANT = """\
+  - employee: {employee}
+    service: {service}
+    approved_by: {approved_by}
+    approved_on: {approved_on}
+"""
+
+
+def problems(tmp_path: Path, services: str = SERVICES, approvals: str = APPROVALS) -> list[str]:
+    (tmp_path / "services.yaml").write_text(services)
+    (tmp_path / "approvals.yaml").write_text(approvals)
+    try:
+        load_policy(tmp_path)
+    except ConfigError as e:
+        return [str(p).replace(f"{tmp_path}/", "") for p in e.problems]
+    return []
+
+
+def grant(**fields: str) -> str:
+    values = {"employee": "bob", "service": "facebook", "approved_by": "it.lead@clinic.example",
+              "approved_on": "2026-11-20"}
+    values.update(fields)
+    return APPROVALS + GRANT.format(**values)
+
+
+def test_valid_config_loads(tmp_path: Path) -> None:
+    assert problems(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("approvals", "expected"),
+    [
+        (APPROVALS.replace("  bob:", "  bob:\n    emial: x@clinic.example"),
+         "approvals.yaml:8: unknown key 'emial' in employee 'bob'"),
+        (APPROVALS.replace("company_domains: [clinic.example]\n", ""),
+         "approvals.yaml:1: approvals.yaml is missing required key 'company_domains'"),
+        (APPROVALS.replace("approver: it.lead@clinic.example", "approver: nobody"),
+         "approvals.yaml:1: approver 'nobody' is not valid"),
+        (APPROVALS.replace("approver: it.lead@clinic.example",
+                           "approver: it.lead@clinic.example\nmode: strict"),
+         "approvals.yaml:2: mode must be 'enforce' or 'report', not 'strict'"),
+        (grant(employee="mallory"), "approvals.yaml:14: grant names unknown employee 'mallory'"),
+        (grant(service="myspace"), "approvals.yaml:15: grant names unknown service 'myspace'"),
+        (grant(approved_by="bob@clinic.example"),
+         "approvals.yaml:16: approved_by 'bob@clinic.example' is not the approver"),
+        (grant(approved_on="2026-13-01"),
+         "approvals.yaml:17: grant: approved_on must be a date (YYYY-MM-DD)"),
+        (grant(approved_on="yesterday"),
+         "approvals.yaml:17: grant: approved_on must be a date (YYYY-MM-DD)"),
+        (grant(employee="alice", service="linkedin"),
+         "approvals.yaml:14: duplicate grant for employee 'alice' and service 'linkedin'"),
+        (grant() + "    expires: 2026-11-01\n",
+         "approvals.yaml:18: grant: expires must be after approved_on"),
+        (grant() + "    accounts: [bob@gmail.com]\n",
+         "approvals.yaml:18: grant: account 'bob@gmail.com' is not in a company domain"),
+        (grant() + "    accounts: [alice@clinic.example]\n",
+         "account 'alice@clinic.example' of employee 'bob' already belongs to employee 'alice'"),
+        (grant() + "    require_terms: maybe\n",
+         "approvals.yaml:18: grant: require_terms must be true or false"),
+        (APPROVALS.replace("bob@clinic.example", "bob@gmail.com"),
+         "approvals.yaml:8: employee 'bob': email 'bob@gmail.com' is not in a company domain"),
+        (APPROVALS.replace("bob@clinic.example", "bob"),
+         "approvals.yaml:8: employee 'bob': email 'bob' is not an e-mail address"),
+        (APPROVALS.replace("  bob:\n    email: bob@clinic.example",
+                           "  bob:\n    email: bob@clinic.example\n    addresses: [10.0.0.0/24]"),
+         "employee 'bob': address 10.0.0.0/24 overlaps 10.0.0.15/32 of employee 'alice'"),
+        (APPROVALS.replace("[10.0.0.15]", "[10.0.0.300]"),
+         "approvals.yaml:6: employee 'alice': '10.0.0.300' is not an IP address or CIDR"),
+        (APPROVALS.replace("  bob:", "  'bob smith':"),
+         "approvals.yaml:7: employee id 'bob smith' is not valid"),
+        (APPROVALS.replace("employees:", "require_terms_acknowledgement: yes please\nemployees:"),
+         "approvals.yaml:3: require_terms_acknowledgement must be true or false"),
+        (APPROVALS.split("grants:")[0] + "grants: {}\n",
+         "approvals.yaml:9: grants must be a list"),
+    ],
+)
+def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None:
+    found = problems(tmp_path, approvals=approvals)
+    assert any(p.startswith(expected) or expected in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("services", "expected"),
+    [
+        (SERVICES.replace("  linkedin:", "  LinkedIn:"),
+         "services.yaml:5: service id 'LinkedIn' is not valid ([a-z0-9_-]+)"),
+        (SERVICES.replace("[linkedin.com]", "[linkedin.com, facebook.com]"),
+         "services.yaml:7: service 'linkedin': domain 'facebook.com' is already claimed by "
+         "service 'facebook' (line 4)"),
+        (SERVICES.replace("[linkedin.com]", "[linkedin]"),
+         "services.yaml:7: service 'linkedin': not a domain name: 'linkedin'"),
+        (SERVICES.replace("[linkedin.com]", "[]"),
+         "services.yaml:7: service 'linkedin': domains must not be empty"),
+        (SERVICES.replace("    name: LinkedIn\n", ""),
+         "services.yaml:6: service 'linkedin' is missing required key 'name'"),
+        (SERVICES.replace("terms_url: https://", "terms_url: ftp://"),
+         "services.yaml:8: service 'linkedin': terms_url must be an http(s) URL"),
+        (SERVICES + "    domians: [x.com]\n",
+         "services.yaml:9: unknown key 'domians' in service 'linkedin'"),
+        (SERVICES + "    logins:\n      - path: ^/login(\n        fields: [email]\n",
+         "services.yaml:10: service 'linkedin': login rule: path is not a valid regular expression"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: []\n",
+         "services.yaml:11: service 'linkedin': login rule: fields must not be empty"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
+         "        hosts: [www.facebook.com]\n",
+         "services.yaml:12: service 'linkedin': login rule: host 'www.facebook.com' is not in the "
+         "service's domains"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
+         "        method: post\n",
+         "services.yaml:12: service 'linkedin': login rule: method 'post' is not valid"),
+        (SERVICES + "    prohibited:\n      - action: App Install\n        path: ^/oauth\n",
+         "services.yaml:10: service 'linkedin': prohibited: action 'App Install' is not valid"),
+        (SERVICES + "    headers:\n      Bad Header: x\n",
+         "services.yaml:10: service 'linkedin': 'Bad Header' is not a valid header name"),
+        (SERVICES + "    session: {cookies: li_at}\n",
+         "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
+        ("services:\n  x: !!python/object/apply:os.system [echo]\n",
+         "services.yaml:2: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed"),
+        ("services:\n  a: &a [x, *a]\n", "services.yaml:2: anchors and aliases"),
+        ("services:\n  facebook:\n    name: A\n    name: B\n    domains: [a.com]\n",
+         "services.yaml:4: duplicate key 'name'"),
+        ("services:\n  facebook: {name: A, domains: [a.com]\n",
+         "services.yaml:3: YAML syntax error"),
+        ("", "services.yaml: file is empty"),
+        ("- just\n- a list\n", "services.yaml:1: services.yaml must be a mapping"),
+    ],
+)
+def test_services_errors(tmp_path: Path, services: str, expected: str) -> None:
+    found = problems(tmp_path, services=services)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    bomb = "services:\n  a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 12):
+        bomb += f"  b{i}: &b{i} [*{'a' if i == 1 else f'b{i - 1}'}] \n"
+    found = problems(tmp_path, services=bomb)
+    assert any("anchors and aliases" in p for p in found)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    with pytest.raises(ConfigError) as e:
+        load_policy(tmp_path)
+    assert [str(p) for p in e.value.problems] == [f"{tmp_path}/approvals.yaml: file not found"]
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    (tmp_path / "services.yaml").write_bytes(b"services:\n  \xff: x\n")
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    with pytest.raises(ConfigError) as e:
+        load_policy(tmp_path)
+    assert "not UTF-8 text" in str(e.value)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    approvals = grant(employee="mallory", service="myspace", approved_by="x@clinic.example")
+    found = problems(tmp_path, approvals=approvals)
+    assert len(found) == 3, found
+
+
+def test_unfilled_placeholders_are_listed_and_header_left_out(tmp_path: Path) -> None:
+    services = SERVICES + (
+        "    headers:\n"
+        "      X-GoogApps-Allowed-Domains: \"{company_domains}\"\n"
+        "      Restrict-Access-To-Tenants: \"{microsoft_tenant_domains}\"\n"
+    )
+    (tmp_path / "services.yaml").write_text(services)
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    policy = load_policy(tmp_path)
+    assert policy.services["linkedin"].headers == (("X-GoogApps-Allowed-Domains", "clinic.example"),)
+    assert len(policy.unfilled) == 1 and "microsoft_tenant_domains" in policy.unfilled[0]
+    filled = services.replace("services:", "placeholders:\n  microsoft_tenant_domains: clinic.example\nservices:")
+    (tmp_path / "services.yaml").write_text(filled)
+    policy = load_policy(tmp_path)
+    assert ("Restrict-Access-To-Tenants", "clinic.example") in policy.services["linkedin"].headers
+    assert policy.unfilled == ()
