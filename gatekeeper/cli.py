@@ -138,7 +138,7 @@ def run_check(args: argparse.Namespace) -> int:
         f"mode {policy.mode.value}, policy {policy.sha256[:12]}"
     )
     for placeholder in policy.unfilled:
-        print(f"warning: placeholder {{{placeholder}}} is not filled in; header not sent",
+        print(f"warning: placeholder {placeholder} is not filled in: header not sent",
               file=sys.stderr)
     return 0
 

@@ -22,6 +22,7 @@ from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem
 from gatekeeper.core.accounts import normalize_identifier
 from gatekeeper.core.hosts import DomainIndex, validate_domain
 from gatekeeper.core.model import (
+    Access,
     ActionRule,
     AddressIndex,
     Employee,
@@ -116,7 +117,7 @@ class _File:
             self.error(node, f"{what} must be a mapping")
             return None
         required, optional = tuple(required), tuple(optional)
-        for key, value in node.value.items():
+        for key in node.value:
             if key not in required and key not in optional:
                 known = ", ".join(sorted((*required, *optional)))
                 self.error(
@@ -228,7 +229,7 @@ class _Builder:
         grants = self._grants(top.get("grants"), approver, employees, services, company_domains)
         addresses = self._address_index(employees)
         accounts = self._account_owners(employees, grants)
-        owners = {d: s.id for s in services.values() for d in s.domains}
+        owners = {d: s.id for s in services.values() if _intercepted(s) for d in s.domains}
         return Policy(
             approver=approver,
             company_domains=company_domains,
@@ -478,7 +479,9 @@ class _Builder:
             entry,
             what,
             required=("name", "domains"),
-            optional=("terms_url", "logins", "session", "headers", "prohibited", "audited"),
+            optional=(
+                "terms_url", "access", "logins", "session", "headers", "prohibited", "audited",
+            ),
         )
         if fields is None:
             return None
@@ -505,6 +508,13 @@ class _Builder:
             terms_url = s.string(fields["terms_url"], f"{what}: terms_url")
             if terms_url and not terms_url.startswith(("https://", "http://")):
                 s.error(fields["terms_url"], f"{what}: terms_url must be an http(s) URL")
+        access = Access.APPROVED
+        if "access" in fields:
+            value = fields["access"].value
+            if value not in (Access.APPROVED, Access.EVERYONE):
+                s.error(fields["access"], f"{what}: access must be 'approved' or 'everyone'")
+            else:
+                access = Access(value)
         domain_set = frozenset(domains)
         login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
         rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)
@@ -522,6 +532,7 @@ class _Builder:
             name=name,
             domains=tuple(domains),
             terms_url=terms_url,
+            access=access,
             logins=logins,
             session_cookie=session_cookie or None,
             headers=headers,
@@ -625,7 +636,7 @@ class _Builder:
                 continue
             missing = [p for p in PLACEHOLDER.findall(value.value) if p not in placeholders]
             if missing:
-                unfilled.update(f"{p} (header {name} of {what})" for p in missing)
+                unfilled.update(f"{{{p}}} for header {name} of {what}" for p in missing)
                 continue  # never send a literal placeholder: leave the header out until filled
             expanded = PLACEHOLDER.sub(lambda m: placeholders[m.group(1)], value.value)
             if "\r" in expanded or "\n" in expanded:
@@ -633,6 +644,12 @@ class _Builder:
                 continue
             result.append((name, expanded))
         return tuple(result)
+
+
+def _intercepted(service: Service) -> bool:
+    """A service open to everyone is only intercepted while one of its tenant headers is in
+    effect (its placeholders filled in). Until then it is relayed untouched and undecrypted."""
+    return service.access is Access.APPROVED or bool(service.headers)
 
 
 def _plain(node: Node) -> Any:

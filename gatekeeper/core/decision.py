@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from gatekeeper.core.hosts import normalize_host
-from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.core.model import Access, Decision, Policy, Reason, Verdict
 
 NOT_GOVERNED = Decision(Verdict.PASS, Reason.NOT_GOVERNED)
 
@@ -29,6 +29,8 @@ def decide_service(
     policy: Policy, employee: str | None, service: str, today: dt.date
 ) -> Decision:
     """The decision for a request to a governed `service` by `employee` (None: unknown)."""
+    if policy.services[service].access is Access.EVERYONE:
+        return Decision(Verdict.ALLOW, Reason.OPEN_ACCESS, service, employee)
     if employee is None or employee not in policy.employees:
         return Decision(Verdict.BLOCK, Reason.UNKNOWN_EMPLOYEE, service, None)
     grant = policy.grants.get((employee, service))

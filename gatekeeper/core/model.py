@@ -33,6 +33,7 @@ class Reason(enum.StrEnum):
 
     NOT_GOVERNED = "not_governed"
     APPROVED = "approved"
+    OPEN_ACCESS = "open_access"  # a service open to everyone (tenant headers only)
     UNKNOWN_EMPLOYEE = "unknown_employee"
     NOT_APPROVED = "not_approved"
     EXPIRED = "expired"
@@ -62,6 +63,14 @@ REASON_TEXT: Mapping[Reason, str] = MappingProxyType(
         Reason.INTERNAL_ERROR: "The policy could not be applied, so the request was stopped.",
     }
 )
+
+
+class Access(enum.StrEnum):
+    """Who may use a service: only employees with a grant, or everyone (then the proxy only
+    applies the service's tenant headers and rules, such as Microsoft tenant restrictions)."""
+
+    APPROVED = "approved"
+    EVERYONE = "everyone"
 
 
 class Mode(enum.StrEnum):
@@ -101,6 +110,7 @@ class Service:
     name: str
     domains: tuple[str, ...]
     terms_url: str | None = None
+    access: Access = Access.APPROVED
     logins: tuple[LoginRule, ...] = ()
     session_cookie: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
