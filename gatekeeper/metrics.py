@@ -109,6 +109,12 @@ class Metrics:
             "Unix time of the last successful configuration load.",
             registry=r,
         )
+        self.config_last_successful = Gauge(
+            "gatekeeper_config_last_reload_successful",
+            "1 if the last attempt to load the configuration succeeded, 0 if it failed (the "
+            "previous policy is still in force). Alert on 0: fix the file named in the log.",
+            registry=r,
+        )
         self.build_info = Info(
             "gatekeeper_build",
             "The gatekeeper and mitmproxy versions of this process.",

@@ -75,7 +75,7 @@ class PolicyReloader:
             try:
                 policy = load_policy(self.config_dir)
             except ConfigError:
-                self.metrics.config_reloads.labels("failure").inc()
+                self._failed()
                 raise
             self._install(policy)
             return policy
@@ -117,7 +117,7 @@ class PolicyReloader:
             try:
                 policy = load_policy(self.config_dir)
             except ConfigError as e:
-                self.metrics.config_reloads.labels("failure").inc()
+                self._failed()
                 log.error(
                     "config_reload_failed",
                     problems=[str(p) for p in e.problems],
@@ -125,7 +125,7 @@ class PolicyReloader:
                 )
                 return False
             except Exception:  # a bug must not stop the reloader; the old policy stays
-                self.metrics.config_reloads.labels("failure").inc()
+                self._failed()
                 log.exception("config_reload_failed", problems=["internal error"])
                 return False
             self._install(policy)
@@ -133,9 +133,14 @@ class PolicyReloader:
                      employees=len(policy.employees), grants=len(policy.grants))
             return True
 
+    def _failed(self) -> None:
+        self.metrics.config_reloads.labels("failure").inc()
+        self.metrics.config_last_successful.set(0)
+
     def _install(self, policy: Policy) -> None:
         self.holder.policy = policy
         self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_successful.set(1)
         self.metrics.config_last_success.set(time.time())
         self.metrics.set_policy(policy.sha256)
         self.on_change(policy)

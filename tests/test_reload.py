@@ -75,6 +75,9 @@ class Watched:
         )
         return value or 0.0
 
+    def gauge(self, name: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name)
+
     def granted(self) -> set[tuple[str, str]]:
         assert self.holder.policy is not None
         return set(self.holder.policy.grants)
@@ -165,9 +168,11 @@ def test_broken_edit_keeps_last_good_policy(watched: Watched, broken: str) -> No
     save_in_place(watched.config_dir / "approvals.yaml", broken)
     assert wait_for(lambda: watched.reloads("failure") >= 1, ENFORCED_WITHIN)
     assert watched.holder.policy is good
+    assert watched.gauge("gatekeeper_config_last_reload_successful") == 0
     # then fixing the file is picked up as usual
     save_rename(watched.config_dir / "approvals.yaml", APPROVALS_MORE)
     assert watched.wait_granted(AFTER)
+    assert watched.gauge("gatekeeper_config_last_reload_successful") == 1
 
 
 def test_deleted_file_keeps_last_good_policy(watched: Watched) -> None:
