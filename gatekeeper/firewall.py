@@ -61,12 +61,8 @@ def apply(cfg: GatewayConfig) -> str:
     return ruleset
 
 
-def default_config_dir() -> Path:
-    return Path(os.environ.get("GATEKEEPER_CONFIG_DIR", "config"))
-
-
 def add_firewall_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add `firewall render|check|apply [--config-dir DIR]`; the handler is `args.func`."""
+    """Add `firewall render|check|apply [--config-dir DIR]`; its handler is `args.handler`."""
     parser = subparsers.add_parser(
         "firewall",
         help="render, check or apply the gateway's nftables table (from gateway.yaml)",
@@ -84,17 +80,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "apply: load it with `nft -f` in one transaction",
     )
     parser.add_argument(
-        "--config-dir", type=Path, default=None,
+        "--config-dir", type=Path, metavar="DIR",
+        default=Path(os.environ.get("GATEKEEPER_CONFIG_DIR", "config")),
         help="directory holding gateway.yaml (default: $GATEKEEPER_CONFIG_DIR or ./config)",
     )
-    parser.set_defaults(func=run_firewall)
+    parser.set_defaults(handler=run_firewall)
 
 
 def run_firewall(args: argparse.Namespace) -> int:
     """The `firewall` command: exit 0, or 1 with the problem on stderr."""
-    config_dir = args.config_dir or default_config_dir()
     try:
-        cfg = load_gateway(config_dir)
+        cfg = load_gateway(args.config_dir)
         if args.action == "render":
             sys.stdout.write(render_ruleset(cfg))
         elif args.action == "check":
@@ -117,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gatekeeper firewall")
     _add_arguments(parser)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_firewall(args)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,10 +441,10 @@ class StateDB:
         """Every request, oldest first."""
         return self._requests("ORDER BY created, id")
 
-    def _requests(self, where: str, args: Sequence[Any] = ()) -> list[AccessRequest]:
+    def _requests(self, where: str) -> list[AccessRequest]:
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT {_REQUEST_COLUMNS} FROM access_requests {where}", args
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests {where}"
             ).fetchall()
         return [_request(r) for r in rows]
 
