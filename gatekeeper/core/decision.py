@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Access, Decision, Policy, Reason, Verdict
 
 NOT_GOVERNED = Decision(Verdict.PASS, Reason.NOT_GOVERNED)
@@ -17,9 +16,10 @@ def governing_service(policy: Policy, hosts: Iterable[str | None]) -> str | None
     If either names a governed service the request is governed, so a Host header cannot hide
     a social site behind an innocent connect target, nor the other way round.
     """
+    lookup = policy.domains.lookup
     for host in hosts:
         if host:
-            service = policy.domains.service_for(normalize_host(host))
+            service = lookup(host)
             if service is not None:
                 return service
     return None

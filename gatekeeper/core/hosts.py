@@ -46,14 +46,33 @@ def validate_domain(domain: str) -> str:
     return normalized
 
 
+MEMO_SIZE = 4096  # distinct raw host names remembered per policy
+
+
 class DomainIndex:
     """Maps host names to the service whose domain covers them."""
 
-    __slots__ = ("_owners",)
+    __slots__ = ("_memo", "_owners")
 
     def __init__(self, owners: Mapping[str, str]) -> None:
         # normalized domain -> service id
         self._owners = MappingProxyType(dict(owners))
+        # raw host as a flow carries it -> service id or None. An office asks for the same few
+        # hosts over and over, so most requests cost one dict lookup; bounded by clearing.
+        self._memo: dict[str, str | None] = {}
+
+    def lookup(self, raw_host: str) -> str | None:
+        """The service id for a host as it appears in a request (any case, port, dot, IDN)."""
+        memo = self._memo
+        try:
+            return memo[raw_host]
+        except KeyError:
+            pass
+        found = self.service_for(normalize_host(raw_host))
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[raw_host] = found
+        return found
 
     def service_for(self, host: str) -> str | None:
         """The service id for a *normalized* host, or None when no catalog domain covers it."""

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from gatekeeper.core.accounts import normalize_identifier
-from gatekeeper.core.model import ActionRule, Grant, LoginRule, Reason, Service
+from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service
 
 # `//a`, `/./a` -> `/a`; `;params` of a segment (servlet containers ignore them) dropped.
 _EXTRA_SLASHES = re.compile(r"/(?:\.?/)+")
@@ -125,23 +125,23 @@ def read_form(content_type: str, body: bytes, query: str = "") -> Form | None:
     """The request's fields, or None when the query or body cannot be parsed."""
     try:
         pairs = list(_urlencoded(query, "utf-8"))
-        media, params = _media_type(content_type)
-        charset = params.get("charset", "utf-8")
-        if not body.strip():
-            pass
-        elif media == "multipart/form-data":
-            pairs.extend(_multipart(content_type, body))
-        elif media == "application/json" or media.endswith("+json"):
-            pairs.extend(_json_pairs(body))
-        elif media == "application/x-www-form-urlencoded":
-            pairs.extend(_urlencoded(body.decode(charset), charset))
-        elif body.lstrip()[:1] in (b"{", b"["):  # no or another type: what a server might do
-            pairs.extend(_json_pairs(body))
-        else:
-            pairs.extend(_urlencoded(body.decode(charset), charset))
+        if body.strip():
+            pairs.extend(_body_pairs(content_type, body))
     except (ValueError, LookupError, RecursionError):
         return None  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
     return Form(pairs)
+
+
+def _body_pairs(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
+    media, params = _media_type(content_type)
+    charset = params.get("charset", "utf-8")
+    if media == "multipart/form-data":
+        return _multipart(content_type, body)
+    json_typed = media == "application/json" or media.endswith("+json")
+    sniffed = media != "application/x-www-form-urlencoded" and body.lstrip()[:1] in (b"{", b"[")
+    if json_typed or sniffed:  # untyped or text/plain JSON: what a server might accept
+        return _json_pairs(body)
+    return _urlencoded(body.decode(charset), charset)
 
 
 def _media_type(content_type: str) -> tuple[str, dict[str, str]]:
@@ -212,20 +212,27 @@ def _scalars(value: object) -> Iterator[Value]:
 
 
 def check_login(
-    rule: LoginRule, grant: Grant, owners: Mapping[str, str], form: Form | None
+    rule: LoginRule,
+    accounts: frozenset[str],
+    employee: str | None,
+    owners: Mapping[str, str],
+    form: Form | None,
 ) -> LoginCheck:
-    """Every identifier in the rule's fields must be one of the grant's accounts.
-
-    `owners` maps normalized company accounts to their employee (Policy.accounts); `form` is
-    None when the body could not be read.
-    """
+    """Every identifier in the rule's fields must be one of `accounts` (normalized: the
+    grant's accounts). `owners` maps normalized company accounts to their employee
+    (Policy.accounts); `form` is None when the body could not be read."""
     if form is None:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
     values = [value for name in rule.fields for value in form.values(name)]
-    return classify(values, grant, owners)
+    return classify(values, accounts, employee, owners)
 
 
-def classify(values: Iterable[Value], grant: Grant, owners: Mapping[str, str]) -> LoginCheck:
+def classify(
+    values: Iterable[Value],
+    accounts: frozenset[str],
+    employee: str | None,
+    owners: Mapping[str, str],
+) -> LoginCheck:
     """Another employee's account beats a personal one beats an unreadable value; empty
     values name no account and are skipped, but at least one identifier must be there."""
     mismatch: LoginCheck | None = None
@@ -240,10 +247,10 @@ def classify(values: Iterable[Value], grant: Grant, owners: Mapping[str, str]) -
         if not identifier:
             continue
         seen = True
-        if identifier in grant.accounts:
+        if identifier in accounts:
             continue
         owner = owners.get(identifier)
-        if owner is not None and owner != grant.employee:
+        if owner is not None and owner != employee:
             mismatch = mismatch or LoginCheck(LoginResult.MISMATCH, identifier, owner)
         else:
             personal = personal or LoginCheck(LoginResult.PERSONAL, identifier)
@@ -254,6 +261,18 @@ def classify(values: Iterable[Value], grant: Grant, owners: Mapping[str, str]) -
     if not seen:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="no_identifier")
     return LoginCheck(LoginResult.COMPANY)
+
+
+def accounts_of(policy: Policy, employee: str | None, service: str) -> frozenset[str]:
+    """The accounts `employee` may sign in to `service` with: the grant's, or for a service
+    open to everyone (no grant) the employee's company e-mail; none for an unknown person."""
+    if employee is None:
+        return frozenset()
+    grant = policy.grants.get((employee, service))
+    if grant is not None:
+        return grant.accounts
+    known = policy.employees.get(employee)
+    return frozenset({known.email}) if known and known.email else frozenset()
 
 
 def match_action(
@@ -274,7 +293,7 @@ def match_action(
     return None
 
 
-def session_reason(owners: Iterable[str | None], employee: str) -> Reason | None:
+def session_reason(owners: Iterable[str | None], employee: str | None) -> Reason | None:
     """For the owners of the session values a request carries (None: never bound): a value
     of another employee is a mismatch, an unbound one an unverified session."""
     known = list(owners)

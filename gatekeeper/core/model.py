@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from gatekeeper.core.hosts import DomainIndex
 
@@ -201,9 +202,12 @@ class Policy:
         return self.require_terms_acknowledgement
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The outcome for one request, with a reason that is always one of `Reason`."""
+class Decision(NamedTuple):
+    """The outcome for one request, with a reason that is always one of `Reason`.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per governed request, and
+    a tuple is several times cheaper to build.
+    """
 
     verdict: Verdict
     reason: Reason
