@@ -162,3 +162,12 @@ def test_empty_catalog_intercepts_nothing() -> None:
     import re
 
     assert not re.search(DomainIndex({}).allow_hosts_pattern(), "www.facebook.com:443")
+
+
+def test_every_named_service_must_allow(policy) -> None:
+    """alice may use facebook, not linkedin: a facebook tunnel carrying a linkedin Host header
+    is blocked, whichever order the names come in."""
+    for hosts in (("www.facebook.com", "www.linkedin.com"), ("www.linkedin.com", "facebook.com")):
+        decision = decide(policy, "alice", hosts, TODAY)
+        assert (decision.verdict, decision.reason, decision.service) == (
+            Verdict.BLOCK, Reason.NOT_APPROVED, "linkedin")

@@ -10,19 +10,21 @@ from gatekeeper.core.model import Access, Decision, Policy, Reason, Verdict
 NOT_GOVERNED = Decision(Verdict.PASS, Reason.NOT_GOVERNED)
 
 
-def governing_service(policy: Policy, hosts: Iterable[str | None]) -> str | None:
-    """The service that any of `hosts` belongs to (connect target, SNI, Host header).
+def governing_services(policy: Policy, hosts: Iterable[str | None]) -> list[str]:
+    """The distinct services that `hosts` (connect target, SNI, Host header) belong to.
 
-    If either names a governed service the request is governed, so a Host header cannot hide
-    a social site behind an innocent connect target, nor the other way round.
+    If any names a governed service the request is governed, so a Host header cannot hide
+    a social site behind an innocent connect target, nor the other way round; and a grant
+    for one service cannot carry a Host header of another through the same connection.
     """
     lookup = policy.domains.lookup
+    found: list[str] = []
     for host in hosts:
         if host:
             service = lookup(host)
-            if service is not None:
-                return service
-    return None
+            if service is not None and service not in found:
+                found.append(service)
+    return found
 
 
 def decide_service(
@@ -45,7 +47,8 @@ def decide(
     policy: Policy, employee: str | None, hosts: Iterable[str | None], today: dt.date
 ) -> Decision:
     """The decision for a request whose flow names `hosts`."""
-    service = governing_service(policy, hosts)
-    if service is None:
+    services = governing_services(policy, hosts)
+    if not services:
         return NOT_GOVERNED
-    return decide_service(policy, employee, service, today)
+    decisions = [decide_service(policy, employee, s, today) for s in services]
+    return next((d for d in decisions if d.blocked), decisions[0])

@@ -1,0 +1,363 @@
+"""The approver's commands: list, approve and deny access requests, grant and revoke without a
+request, list Terms-of-Use acknowledgements and print the access review.
+
+Who is approved lives in approvals.yaml only (edited by `gatekeeper.approvals_edit`); the state
+database holds the requests and what the proxy recorded. `approve` writes the file first and
+marks the request afterwards, so a failure in between leaves a grant in force and the request
+pending (said loudly; running the command again finishes it), never a request marked approved
+without a grant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gatekeeper import approvals_edit
+from gatekeeper.approvals_edit import EditError, EditResult
+from gatekeeper.cli import Handler, config_dir_arg, state_dir_arg
+from gatekeeper.config.loader import load_policy
+from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.review import format_review_text, review_report
+from gatekeeper.state import APPROVED, DB_FILE, DENIED, PENDING, AccessRequest, StateDB, StateError
+
+RELOAD_NOTE = "the running proxy picks this up within a second"
+REVIEW_DAYS = 30
+
+
+class CommandError(Exception):
+    """A refusal of this module's own (the others come from the state and edit modules)."""
+
+
+# --- shared plumbing --------------------------------------------------------------------------
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, summary: str, description: str,
+            run: Handler) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=summary, description=description)
+    config_dir_arg(p)
+    state_dir_arg(p)
+    p.set_defaults(handler=_reporting(run))
+    return p
+
+
+def _reporting(run: Handler) -> Handler:
+    """Every refusal becomes a message on stderr and exit status 1, never a traceback."""
+
+    def handle(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (ConfigError, EditError, StateError, sqlite3.Error, CommandError) as e:
+            _report(args, e)
+            return 1
+
+    return handle
+
+
+def _report(args: argparse.Namespace, error: Exception) -> None:
+    if isinstance(error, ConfigError):
+        print(f"gatekeeper {args.command}: the configuration is invalid, so nothing was changed; "
+              "fix these problems first (`gatekeeper check` lists them too):", file=sys.stderr)
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+    else:
+        print(f"gatekeeper {args.command}: {error}", file=sys.stderr)
+
+
+def _open_state(args: argparse.Namespace) -> StateDB:
+    """The proxy's state database; a missing one is an error (most likely a wrong
+    --state-dir), not a reason to create an empty one."""
+    path = args.state_dir / DB_FILE
+    if not path.exists():
+        raise CommandError(
+            f"no state database at {path}: pass the proxy's --state-dir "
+            "(or set GATEKEEPER_STATE_DIR)"
+        )
+    return StateDB(args.state_dir)
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _grant_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--expires", type=_date, metavar="YYYY-MM-DD",
+                   help="the first day the grant no longer applies (must be in the future); "
+                   "without it the grant has no expiry, and an existing expiry is removed")
+    p.add_argument("--account", dest="accounts", action="extend", nargs="+", metavar="ID",
+                   help="the company account(s) the employee may sign in with (repeatable); "
+                   "default: an existing grant's accounts, or the employee's e-mail")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _local(moment: dt.datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned on their widest cell; the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _grant_summary(result: EditResult) -> str:
+    grant = result.grant
+    assert grant is not None  # grant() always leaves one
+    until = f"until {grant.expires}" if grant.expires else "with no expiry"
+    accounts = " or ".join(sorted(grant.accounts))
+    return f"{grant.employee} may use {grant.service} {until}, signing in as {accounts}"
+
+
+def _mark_approved(args: argparse.Namespace, db: StateDB, request: AccessRequest,
+                   result: EditResult) -> bool:
+    """Mark the request approved after its grant was written; False (said on stderr) when
+    the database refuses: the grant is in force all the same."""
+    assert result.grant is not None
+    try:
+        db.decide_request(request.id, APPROVED, result.grant.approved_by, None, _now())
+    except (StateError, sqlite3.Error) as e:
+        print(
+            f"gatekeeper {args.command}: the grant is written to {result.path} and in force "
+            f"({_grant_summary(result)}), but request {request.id} could not be marked "
+            f"approved: {e}\nRun `gatekeeper approve {request.id}` to mark it, or "
+            f"`gatekeeper revoke {request.employee} {request.service}` to withdraw the grant.",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def add_requests(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "requests", "list access requests",
+        "List the employees' access requests, oldest first: pending ones only unless --all, "
+        "each with the command that approves it. Changes nothing.",
+        run_requests,
+    )
+    p.add_argument("--all", action="store_true",
+                   help="also list approved, denied and withdrawn requests")
+    p.add_argument("--json", action="store_true", help="print a JSON array of objects")
+
+
+def run_requests(args: argparse.Namespace) -> int:
+    with _open_state(args) as db:
+        found = db.all_requests() if args.all else db.pending_requests()
+    if args.json:
+        _print_json([r.to_json() for r in found])
+        return 0
+    if not found:
+        print("no access requests" if args.all else "no pending access requests")
+        return 0
+    rows = [("ID", "EMPLOYEE", "SERVICE", "CREATED", "STATUS", "TO APPROVE", "JUSTIFICATION")]
+    rows += [
+        (
+            r.id, r.employee, r.service, _local(r.created), r.status,
+            f"gatekeeper approve {r.id}" if r.status == PENDING else "",
+            r.justification,
+        )
+        for r in found
+    ]
+    print(_table(rows))
+    return 0
+
+
+# --- approve / deny ---------------------------------------------------------------------------
+
+
+def add_approve(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "approve", "approve an access request",
+        "Approve a pending access request: grant its employee the service in approvals.yaml "
+        "(approved by the file's approver, today; comments and formatting are kept), then "
+        "mark the request approved in the state database. The running proxy picks the grant "
+        "up through its live reload. If approvals.yaml cannot be changed, the request stays "
+        "pending.",
+        run_approve,
+    )
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the id `gatekeeper requests` shows")
+    _grant_options(p)
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    with _open_state(args) as db:
+        request = db.get_request(args.request_id)
+        if request.status != PENDING:
+            when = _local(request.decided_on) or "?"
+            raise CommandError(
+                f"access request {request.id} was already {request.status} by "
+                f"{request.decided_by or '?'} on {when}; nothing was changed"
+            )
+        try:
+            result = approvals_edit.grant(
+                args.config_dir, request.employee, request.service,
+                expires=args.expires, accounts=args.accounts,
+            )
+        except (ConfigError, EditError) as e:
+            _report(args, e)
+            print(f"request {request.id} is still pending", file=sys.stderr)
+            return 1
+        if not _mark_approved(args, db, request, result):
+            return 1
+    print(f"approved: {_grant_summary(result)} (request {request.id}); {RELOAD_NOTE}")
+    return 0
+
+
+def add_deny(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "deny", "deny an access request",
+        "Deny a pending access request: mark it denied (by the approver named in "
+        "approvals.yaml) in the state database. approvals.yaml is not changed.",
+        run_deny,
+    )
+    p.add_argument("request_id", metavar="REQUEST_ID", help="the id `gatekeeper requests` shows")
+    p.add_argument("--reason", metavar="TEXT", help="why, kept with the decision for the review")
+
+
+def run_deny(args: argparse.Namespace) -> int:
+    approver = load_policy(args.config_dir).approver
+    with _open_state(args) as db:
+        request = db.decide_request(args.request_id, DENIED, approver, args.reason, _now())
+    reason = f": {request.decision_reason}" if request.decision_reason else ""
+    print(f"denied: request {request.id} of {request.employee} for {request.service}{reason}")
+    return 0
+
+
+# --- grant / revoke ---------------------------------------------------------------------------
+
+
+def add_grant(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "grant", "grant an employee a service without a request",
+        "Grant EMPLOYEE access to SERVICE in approvals.yaml, or renew their grant (approved by "
+        "the file's approver, today; comments and formatting are kept). No request is "
+        "needed; a pending request of the employee for the service is marked approved too. "
+        "The running proxy picks the grant up through its live reload.",
+        run_grant,
+    )
+    p.add_argument("employee", metavar="EMPLOYEE", help="an employee id from approvals.yaml")
+    p.add_argument("service", metavar="SERVICE", help="a service id from services.yaml")
+    _grant_options(p)
+
+
+def run_grant(args: argparse.Namespace) -> int:
+    result = approvals_edit.grant(
+        args.config_dir, args.employee, args.service,
+        expires=args.expires, accounts=args.accounts,
+    )
+    verb = "granted" if result.action == "added" else "grant renewed"
+    print(f"{verb}: {_grant_summary(result)}; {RELOAD_NOTE}")
+    if not (args.state_dir / DB_FILE).exists():
+        return 0  # no database, so no request to mark
+    with _open_state(args) as db:
+        pending = [
+            r for r in db.pending_requests()
+            if (r.employee, r.service) == (args.employee, args.service)
+        ]
+        for request in pending:
+            if not _mark_approved(args, db, request, result):
+                return 1
+            print(f"pending request {request.id} of {request.employee} for {request.service} "
+                  "marked approved")
+    return 0
+
+
+def add_revoke(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "revoke", "remove an employee's grant for a service",
+        "Remove the grant of EMPLOYEE for SERVICE from approvals.yaml (the comments around it "
+        "stay). The running proxy blocks the service for them again after its live reload. "
+        "The state database is not changed.",
+        run_revoke,
+    )
+    p.add_argument("employee", metavar="EMPLOYEE", help="an employee id from approvals.yaml")
+    p.add_argument("service", metavar="SERVICE", help="a service id from services.yaml")
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    result = approvals_edit.revoke(args.config_dir, args.employee, args.service)
+    print(f"revoked: {result.employee} may no longer use {result.service} "
+          f"(grant removed from {result.path}); {RELOAD_NOTE}")
+    return 0
+
+
+# --- acknowledgements / review ----------------------------------------------------------------
+
+
+def add_acknowledgements(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "acknowledgements", "list Terms-of-Use acknowledgements",
+        "List who accepted which service's Terms of Use (the terms URL they were shown) and "
+        "when, oldest first. Changes nothing.",
+        run_acknowledgements,
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON array of objects")
+
+
+def run_acknowledgements(args: argparse.Namespace) -> int:
+    with _open_state(args) as db:
+        found = db.acknowledgements()
+    if args.json:
+        _print_json([a.to_json() for a in found])
+        return 0
+    if not found:
+        print("no Terms-of-Use acknowledgements")
+        return 0
+    rows = [("ACKNOWLEDGED", "EMPLOYEE", "SERVICE", "TERMS")]
+    rows += [(_local(a.acknowledged_at), a.employee, a.service, a.terms_url) for a in found]
+    print(_table(rows))
+    return 0
+
+
+def add_review(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "review", "print the access review",
+        "Print the monthly access review: active grants and their expiry (those expiring "
+        "within 30 days, those unused for 90 days), pending and decided requests, blocked "
+        "attempts per employee and service (personal-account logins first), audited actions "
+        "and Terms-of-Use acknowledgements. Changes nothing.",
+        run_review,
+    )
+    p.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
+                   help=f"first day (UTC) of the events shown (default: {REVIEW_DAYS} days ago)")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+
+
+def run_review(args: argparse.Namespace) -> int:
+    policy = load_policy(args.config_dir)
+    today = dt.date.today()
+    since = args.since or today - dt.timedelta(days=REVIEW_DAYS)
+    with _open_state(args) as db:
+        data = db.review(dt.datetime.combine(since, dt.time(), dt.UTC))
+    report = review_report(policy, data, today)
+    if args.json:
+        _print_json(report)
+    else:
+        sys.stdout.write(format_review_text(report))
+    return 0
+
+
+APPROVER_COMMANDS = (
+    add_requests, add_approve, add_deny, add_grant, add_revoke, add_acknowledgements, add_review,
+)
