@@ -1,0 +1,411 @@
+"""Company accounts only, for the flows the access decision allowed.
+
+- `requestheaders`: the catalog's tenant headers replace the client's copies; a session
+  cookie must be bound to this employee; prohibited actions that need no body are refused;
+  a login body announced larger than the limit is refused before it is read.
+- `request` (body read): login identifiers must be the grant's accounts; prohibited actions
+  that look at field values; audited actions are recorded.
+- `response`: session cookies the service sets while a company login is in progress are
+  bound to (employee, service), as keyed hashes in the state database.
+
+Every block goes through the shared `enforce()`, so report mode, metrics and the `decision`
+log stay the same as for the access decision.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import io
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import brotli
+import zstandard
+from mitmproxy import ctx, http
+
+from gatekeeper.addons.enforce import enforce
+from gatekeeper.addons.runtime import DECISION_KEY, Runtime, fail_closed, flow_hosts, log
+from gatekeeper.core.accounts import mask_identifier
+from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.logins import (
+    Form,
+    LoginCheck,
+    LoginResult,
+    Target,
+    accounts_of,
+    check_login,
+    login_rule,
+    make_target,
+    match_action,
+    needs_body,
+    read_form,
+    session_reason,
+)
+from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
+from gatekeeper.state import SessionCache, StateDB, StateError
+
+DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
+# After a company login is allowed, session cookies the service sets for this employee are
+# bound for this long: long enough for a second-factor step, short enough that a later
+# unchecked sign-in is not covered.
+LOGIN_WINDOW_SECONDS = 600.0
+EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
+DECODE_CHUNK = 16 * 1024
+
+
+class Accounts:
+    """Enforces issue 3's account rules on allowed flows; one instance per proxy."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.db: StateDB | None = None
+        self.sessions: SessionCache | None = None
+        self.writer: ThreadPoolExecutor | None = None
+        # (employee, service) -> monotonic deadline of the login in progress
+        self.logins_in_progress: dict[tuple[str, str], float] = {}
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "gatekeeper_max_login_body", int, DEFAULT_MAX_LOGIN_BODY,
+            "Largest login request body (bytes, after decompression) the proxy reads; a "
+            "larger login is refused as unverifiable_login.",
+        )
+
+    def running(self) -> None:
+        """Open the state database once the options are final; bindings are read into memory
+        here so that no request ever waits on the disk for a lookup."""
+        if self.db is not None:
+            return
+        state_dir = Path(ctx.options.gatekeeper_state_dir)
+        try:
+            self.db = StateDB(state_dir)
+            self.sessions = SessionCache.from_db(self.db)
+        except (StateError, OSError) as e:
+            log.error("state_unavailable", state_dir=str(state_dir), error=str(e))
+            ctx.master.shutdown()
+            return
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekeeper-state")
+
+    def done(self) -> None:
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)  # pending bindings reach the disk before exit
+        if self.db is not None:
+            self.db.close()
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        governed = _governed(self.runtime, flow)
+        if governed is None:
+            return
+        policy, decision, service = governed
+        for name, value in service.headers:  # replaces the client's copies, whatever case
+            flow.request.headers.set_all(name, [value])
+        if decision.verdict is not Verdict.ALLOW:
+            return
+        if self._session_refused(flow, policy, decision, service):
+            return
+        target = _target(flow)
+        prohibited = match_action(service.prohibited, target, None)
+        if prohibited is not None:
+            self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
+            return
+        rule = login_rule(service, target)
+        length = flow.request.headers.get("content-length", "")
+        if rule is not None and length.isdigit() and int(length) > self.max_body:
+            self._login_checked(flow, policy, decision,
+                                LoginCheck(LoginResult.UNVERIFIABLE, detail="body_too_large"))
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        governed = _governed(self.runtime, flow)
+        if governed is None:
+            return
+        policy, decision, service = governed
+        if decision.verdict is not Verdict.ALLOW:
+            return
+        target = _target(flow)
+        form = self._form(flow) if needs_body(service, target) else None
+        rule = login_rule(service, target)
+        if rule is not None:
+            accounts = accounts_of(policy, decision.employee, service.id)
+            check = check_login(rule, accounts, decision.employee, policy.accounts, form)
+            if not self._login_checked(flow, policy, decision, check):
+                return
+        prohibited = match_action(service.prohibited, target, form)
+        if prohibited is not None:
+            self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
+            return
+        audited = match_action(service.audited, target, form)
+        if audited is not None:
+            self._audit(decision.employee, service.id, audited.action)
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        governed = _governed(self.runtime, flow, answered=True)
+        if governed is None or flow.response is None:
+            return
+        _, decision, service = governed
+        employee = decision.employee
+        if decision.verdict is not Verdict.ALLOW or employee is None or not service.session_cookie:
+            return
+        sessions, db = self._state()
+        values = [
+            value
+            for value, attrs in flow.response.cookies.get_all(service.session_cookie)
+            if value and not _expires_now(attrs) and sessions.owner(service.id, value) != employee
+        ]
+        if not values:
+            return  # nothing set, a deletion, or a value already bound to this employee
+        if not self._login_in_progress(employee, service.id):
+            log.warning("session_not_bound", employee=employee, service=service.id,
+                        hint="the service set its session cookie outside a checked login")
+            return
+        now = dt.datetime.now(dt.UTC)
+        bindings = [sessions.bind(service.id, value, employee, now) for value in values]
+        self._write(db.store_bindings, bindings)
+        log.info("session_bound", employee=employee, service=service.id, count=len(bindings))
+
+    # --- checks -----------------------------------------------------------------------------
+
+    @property
+    def max_body(self) -> int:
+        return ctx.options.gatekeeper_max_login_body
+
+    def _session_refused(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service
+    ) -> bool:
+        """A session cookie bound to someone else, or never bound, is refused; a refused
+        unbound cookie is also expired, so that the next attempt starts signed out."""
+        if not service.session_cookie:
+            return False
+        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v]
+        if not values:
+            return False  # not signed in: nothing to check
+        sessions, _ = self._state()
+        owners = [sessions.owner(service.id, value) for value in values]
+        reason = session_reason(owners, decision.employee)
+        if reason is None:
+            return False
+        if reason is Reason.ACCOUNT_MISMATCH:
+            log.warning("session_mismatch", employee=decision.employee, service=service.id,
+                        account_owner=next(o for o in owners if o and o != decision.employee))
+        self._block(flow, policy, decision, reason)
+        if reason is Reason.UNVERIFIED_SESSION and flow.response is not None:  # enforced
+            for header in _expiring_cookies(flow, service, service.session_cookie):
+                flow.response.headers.add("Set-Cookie", header)
+        return True
+
+    def _login_checked(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, check: LoginCheck
+    ) -> bool:
+        """Count and act on a login check; True when the login may go on."""
+        employee, service = decision.employee, decision.service or ""
+        self.runtime.metrics.logins.labels(service, check.result.value).inc()
+        key = (employee or "", service)
+        if check.reason is None:
+            self.logins_in_progress[key] = time.monotonic() + LOGIN_WINDOW_SECONDS
+            log.info("login_checked", employee=employee, service=service,
+                     result=check.result.value)
+            return True
+        self.logins_in_progress.pop(key, None)  # the latest sign-in was not a company one
+        log.warning(
+            "login_refused", employee=employee, service=service, result=check.result.value,
+            identifier=mask_identifier(check.identifier) if check.identifier else None,
+            account_owner=check.owner, detail=check.detail,
+        )
+        self._block(flow, policy, decision, check.reason)
+        return False
+
+    def _login_in_progress(self, employee: str, service: str) -> bool:
+        deadline = self.logins_in_progress.get((employee, service))
+        if deadline is None:
+            return False
+        if time.monotonic() < deadline:
+            return True
+        del self.logins_in_progress[(employee, service)]
+        return False
+
+    def _block(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, reason: Reason,
+        action: str | None = None,
+    ) -> bool:
+        """Refuse the flow through the shared path; False in report mode (let through)."""
+        blocked = Decision(Verdict.BLOCK, reason, decision.service, decision.employee, action)
+        enforce(self.runtime, flow, policy, blocked)
+        return flow.response is not None
+
+    def _audit(self, employee: str | None, service: str, action: str) -> None:
+        """Log, count and record (for the access review) an action the moderators check."""
+        self.runtime.metrics.audited_actions.labels(service, action).inc()
+        log.info("audited_action", employee=employee, service=service, action=action)
+        if employee is not None:
+            _, db = self._state()
+            self._write(db.record_audited, employee, service, action, dt.datetime.now(dt.UTC))
+
+    def _form(self, flow: http.HTTPFlow) -> Form | None:
+        """The request's fields; None when the body is too large or cannot be decoded or
+        parsed (then a login is unverifiable and a field-matched action does not match)."""
+        request = flow.request
+        raw = request.raw_content or b""
+        if len(raw) > self.max_body:
+            return None
+        try:
+            body = decode_body(raw, request.headers.get("content-encoding", ""), self.max_body)
+        except ValueError:
+            return None
+        query = request.path.partition("?")[2]
+        return read_form(request.headers.get("content-type", ""), body, query)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def _state(self) -> tuple[SessionCache, StateDB]:
+        if self.sessions is None or self.db is None:
+            raise RuntimeError("the state database is not open")
+        return self.sessions, self.db
+
+    def _write(self, function, *args) -> None:
+        """Persist off the event loop, in order; a failure is logged (no values in it)."""
+        if self.writer is None:
+            raise RuntimeError("the state writer is not running")
+        future = self.writer.submit(function, *args)
+        future.add_done_callback(_log_write_failure)
+
+
+def _log_write_failure(future: Future) -> None:
+    error = future.exception()
+    if error is not None:
+        log.error("state_write_failed", error=type(error).__name__)
+
+
+def _governed(
+    runtime: Runtime, flow: http.HTTPFlow, *, answered: bool = False
+) -> tuple[Policy, Decision, Service] | None:
+    """The policy, decision and service of a governed flow that is still going upstream
+    (`answered`: or came back from it)."""
+    decision = flow.metadata.get(DECISION_KEY)
+    policy = runtime.policy
+    if not isinstance(decision, Decision) or decision.verdict is Verdict.PASS or policy is None:
+        return None
+    if flow.response is not None and not answered:
+        return None
+    service = policy.services.get(decision.service or "")
+    if service is None:
+        return None
+    return policy, decision, service
+
+
+def _target(flow: http.HTTPFlow) -> Target:
+    request = flow.request
+    path, _, query = request.path.partition("?")
+    hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
+    return make_target(request.method, hosts, path, query)
+
+
+def _expires_now(attrs) -> bool:
+    """Whether a Set-Cookie deletes the cookie (Max-Age <= 0 or Expires in the past)."""
+    max_age = attrs.get("Max-Age")
+    if max_age is not None:
+        try:
+            return int(max_age) <= 0
+        except ValueError:
+            pass
+    expires = attrs.get("Expires")
+    if expires:
+        try:
+            when = email.utils.parsedate_to_datetime(expires)
+        except (TypeError, ValueError):
+            return False
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when <= dt.datetime.now(dt.UTC)
+    return False
+
+
+def _expiring_cookies(flow: http.HTTPFlow, service: Service, name: str) -> list[str]:
+    """Set-Cookie values that delete `name` wherever the service may have set it: for the
+    service's domain covering this host, for the host itself, and host-only."""
+    host = normalize_host(flow.request.pretty_host)
+    domain = next((d for d in service.domains if host == d or host.endswith("." + d)), None)
+    secure = "; Secure" if flow.request.scheme == "https" else ""
+    base = f"{name}=; Max-Age=0; Expires={EXPIRED}; Path=/{secure}"
+    scopes = dict.fromkeys(f"; Domain={d}" for d in (domain, host) if d)
+    return [base, *(base + scope for scope in scopes)]
+
+
+# --- body decoding ---------------------------------------------------------------------------
+
+
+def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    """`raw` with its Content-Encoding undone (gzip, deflate, br, zstd, stacked); raises
+    ValueError when it cannot be decoded or would grow beyond `limit` bytes (so a small
+    compressed bomb cannot fill the proxy's memory)."""
+    data = raw
+    codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip()]
+    for coding in reversed(codings):  # listed in the order they were applied
+        decoder = _DECODERS.get(coding)
+        if decoder is None:
+            raise ValueError(f"unsupported content encoding {coding!r}")
+        try:
+            data = decoder(data, limit)
+        except (zlib.error, brotli.error, zstandard.ZstdError) as e:
+            raise ValueError(f"cannot decode {coding}: {e}") from e
+    if len(data) > limit:
+        raise ValueError("body larger than the limit")
+    return data
+
+
+def _zlib(data: bytes, limit: int, wbits: int) -> bytes:
+    decoder = zlib.decompressobj(wbits)
+    out = decoder.decompress(data, limit + 1)
+    if len(out) > limit:
+        raise ValueError("body larger than the limit")
+    if not decoder.eof:
+        raise ValueError("truncated compressed body")
+    return out
+
+
+def _deflate(data: bytes, limit: int) -> bytes:
+    """`deflate` is zlib-wrapped by the standard, raw by some clients: accept both."""
+    try:
+        return _zlib(data, limit, zlib.MAX_WBITS)
+    except zlib.error:
+        return _zlib(data, limit, -zlib.MAX_WBITS)
+
+
+def _brotli(data: bytes, limit: int) -> bytes:
+    decoder = brotli.Decompressor()
+    out = bytearray()
+    for start in range(0, len(data), DECODE_CHUNK):
+        out += decoder.process(data[start:start + DECODE_CHUNK])
+        if len(out) > limit:
+            raise ValueError("body larger than the limit")
+    if not decoder.is_finished():
+        raise ValueError("truncated compressed body")
+    return bytes(out)
+
+
+def _zstd(data: bytes, limit: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+    out = bytearray()
+    while chunk := reader.read(DECODE_CHUNK):
+        out += chunk
+        if len(out) > limit:
+            raise ValueError("body larger than the limit")
+    return bytes(out)
+
+
+_DECODERS = {
+    "identity": lambda data, limit: data,
+    "gzip": lambda data, limit: _zlib(data, limit, 16 + zlib.MAX_WBITS),
+    "x-gzip": lambda data, limit: _zlib(data, limit, 16 + zlib.MAX_WBITS),
+    "deflate": _deflate,
+    "br": _brotli,
+    "zstd": _zstd,
+}

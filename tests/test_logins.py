@@ -1,0 +1,369 @@
+"""Login identifier extraction, account checks and rule matching (gatekeeper.core.logins),
+the adapter's bounded body decoding, and every shipped catalog rule against a request shaped
+like the real site's (tests/catalog_samples.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from types import MappingProxyType
+
+import brotli
+import pytest
+import zstandard
+from catalog_samples import CONFIG_DIR, SAMPLES, Sample, filled_services_text
+
+from gatekeeper.addons.accounts import decode_body
+from gatekeeper.config.loader import load_policy
+from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.logins import (
+    LoginResult,
+    accounts_of,
+    check_login,
+    login_rule,
+    make_target,
+    match_action,
+    needs_body,
+    read_form,
+    session_reason,
+)
+from gatekeeper.core.model import ActionRule, LoginRule, Reason, Service
+
+ALICE = "alice@clinic.example"
+BOB = "bob@clinic.example"
+ACCOUNTS = frozenset({ALICE})
+OWNERS = MappingProxyType({ALICE: "alice", BOB: "bob"})
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+RULE = LoginRule(path=re.compile(r"^/checkpoint/lg/login-submit"), fields=("session_key",))
+
+
+def multipart(*fields: tuple[str, str], boundary: str = "----WebKitFormBoundaryX1y2") -> bytes:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields
+    ]
+    return ("".join(parts) + f"--{boundary}--\r\n").encode()
+
+
+MULTIPART = "multipart/form-data; boundary=----WebKitFormBoundaryX1y2"
+
+# (case, content type, body, query, expected result, expected offending identifier)
+LOGIN_CASES = [
+    ("urlencoded company", FORM, b"session_key=alice%40clinic.example&session_password=pw",
+     "", LoginResult.COMPANY, None),
+    ("urlencoded personal", FORM, b"session_key=alice.private%40gmail.com&session_password=pw",
+     "", LoginResult.PERSONAL, "alice.private@gmail.com"),
+    ("a colleague's account", FORM, b"session_key=bob%40clinic.example", "",
+     LoginResult.MISMATCH, BOB),
+    ("repeated field hides a personal address", FORM,
+     b"session_key=alice%40clinic.example&session_key=alice.private%40gmail.com", "",
+     LoginResult.PERSONAL, "alice.private@gmail.com"),
+    ("personal address first, company second", FORM,
+     b"session_key=me%40gmail.com&session_key=alice%40clinic.example", "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("colleague beats personal", FORM,
+     b"session_key=me%40gmail.com&session_key=bob%40clinic.example", "",
+     LoginResult.MISMATCH, BOB),
+    ("uppercase company", FORM, b"session_key=ALICE%40Clinic.EXAMPLE", "",
+     LoginResult.COMPANY, None),
+    ("surrounding white space", FORM, b"session_key=+alice%40clinic.example%09", "",
+     LoginResult.COMPANY, None),
+    ("full-width company", FORM, "session_key=ａｌｉｃｅ＠ｃｌｉｎｉｃ．ｅｘａｍｐｌｅ".encode(),
+     "", LoginResult.COMPANY, None),
+    ("full-width personal", FORM, "session_key=ＭＥ＠ＧＭＡＩＬ．ＣＯＭ".encode(), "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("PHP-style array field", FORM, b"session_key[]=me%40gmail.com", "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("query string overrides the body", FORM, b"session_key=alice%40clinic.example",
+     "session_key=me%40gmail.com", LoginResult.PERSONAL, "me@gmail.com"),
+    ("charset latin-1", "application/x-www-form-urlencoded; charset=ISO-8859-1",
+     b"session_key=j%F6rg%40gmail.com", "", LoginResult.PERSONAL, "jörg@gmail.com"),
+    ("empty field", FORM, b"session_key=&session_password=pw", "",
+     LoginResult.UNVERIFIABLE, None),
+    ("missing field", FORM, b"session_password=pw", "", LoginResult.UNVERIFIABLE, None),
+    ("empty body", FORM, b"", "", LoginResult.UNVERIFIABLE, None),
+    ("empty value beside a company one", FORM,
+     b"session_key=&session_key=alice%40clinic.example", "", LoginResult.COMPANY, None),
+    ("not UTF-8", FORM, b"session_key=\xff\xfe", "", LoginResult.UNVERIFIABLE, None),
+    ("bad percent escape in UTF-8", FORM, b"session_key=%ff%fe", "",
+     LoginResult.UNVERIFIABLE, None),
+    ("JSON company", JSON, b'{"session_key": "alice@clinic.example"}', "",
+     LoginResult.COMPANY, None),
+    ("JSON nested personal", JSON,
+     b'{"data": {"steps": [{"x": 1}, {"auth": {"session_key": "me@gmail.com"}}]}}', "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("JSON list of values", JSON,
+     b'{"session_key": ["alice@clinic.example", "me@gmail.com"]}', "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("JSON duplicate key hides a personal address", JSON,
+     b'{"session_key": "alice@clinic.example", "session_key": "me@gmail.com"}', "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("JSON object where the account goes", JSON, b'{"session_key": {"v": "x"}}', "",
+     LoginResult.UNVERIFIABLE, None),
+    ("JSON null", JSON, b'{"session_key": null}', "", LoginResult.UNVERIFIABLE, None),
+    ("JSON unparseable", JSON, b'{"session_key": "me@gmail.com"', "",
+     LoginResult.UNVERIFIABLE, None),
+    ("JSON nested too deep for a recursive parser", JSON,
+     b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "", LoginResult.UNVERIFIABLE, None),
+    ("JSON sent as text/plain", "text/plain;charset=UTF-8", b'{"session_key": "me@gmail.com"}',
+     "", LoginResult.PERSONAL, "me@gmail.com"),
+    ("JSON without a content type", "", b'[{"session_key": "me@gmail.com"}]', "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("multipart company", MULTIPART,
+     multipart(("session_key", ALICE), ("session_password", "pw")), "",
+     LoginResult.COMPANY, None),
+    ("multipart personal", MULTIPART, multipart(("session_key", "Me@Gmail.com")), "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("multipart repeated", MULTIPART,
+     multipart(("session_key", ALICE), ("session_key", "me@gmail.com")), "",
+     LoginResult.PERSONAL, "me@gmail.com"),
+    ("multipart without boundary", "multipart/form-data",
+     multipart(("session_key", "me@gmail.com")), "", LoginResult.UNVERIFIABLE, None),
+    ("multipart with a wrong boundary", "multipart/form-data; boundary=other",
+     multipart(("session_key", "me@gmail.com")), "", LoginResult.UNVERIFIABLE, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "query", "result", "identifier"),
+    [case[1:] for case in LOGIN_CASES],
+    ids=[case[0] for case in LOGIN_CASES],
+)
+def test_login_check(content_type: str, body: bytes, query: str, result: LoginResult,
+                     identifier: str | None) -> None:
+    form = read_form(content_type, body, query)
+    check = check_login(RULE, ACCOUNTS, "alice", OWNERS, form)
+    assert check.result is result
+    assert check.identifier == identifier
+    assert (check.reason is None) == (result is LoginResult.COMPANY)
+
+
+def test_reasons_and_owner() -> None:
+    form = read_form(FORM, b"session_key=bob%40clinic.example")
+    check = check_login(RULE, ACCOUNTS, "alice", OWNERS, form)
+    assert (check.reason, check.owner) == (Reason.ACCOUNT_MISMATCH, "bob")
+    personal = check_login(RULE, ACCOUNTS, "alice", OWNERS, read_form(FORM, b"session_key=x"))
+    assert personal.reason is Reason.PERSONAL_ACCOUNT
+    unreadable = check_login(RULE, ACCOUNTS, "alice", OWNERS, None)
+    assert (unreadable.reason, unreadable.detail) == (Reason.UNVERIFIABLE_LOGIN, "unreadable_body")
+
+
+def test_own_company_address_not_granted_for_this_service_is_refused() -> None:
+    """Bob's grant names the shared marketing account: his own address is not it."""
+    form = read_form(FORM, b"session_key=bob%40clinic.example")
+    check = check_login(RULE, frozenset({"marketing@clinic.example"}), "bob", OWNERS, form)
+    assert check.result is LoginResult.PERSONAL
+
+
+def test_tiktok_obfuscated_login_is_refused() -> None:
+    """mix_mode=1 XORs each byte with 5 and hex-encodes it: it names no account we know."""
+    hidden = "".join(f"{b ^ 5:02x}" for b in ALICE.encode())
+    form = read_form(FORM, f"username={hidden}&password=x&mix_mode=1".encode())
+    rule = LoginRule(path=re.compile("^/passport/web/user/login/?$"), fields=("username", "email"))
+    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is LoginResult.PERSONAL
+
+
+# --- body decoding (the adapter's part) -----------------------------------------------------
+
+PLAIN = b"session_key=alice%40clinic.example&session_password=pw"
+LIMIT = 1024
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(("encoding", "encoded"), [
+    ("", PLAIN),
+    ("identity", PLAIN),
+    ("gzip", gzip.compress(PLAIN)),
+    ("GZIP", gzip.compress(PLAIN)),
+    ("deflate", zlib.compress(PLAIN)),
+    ("deflate", _raw_deflate(PLAIN)),
+    ("br", brotli.compress(PLAIN)),
+    ("zstd", zstandard.ZstdCompressor().compress(PLAIN)),
+    ("gzip, br", brotli.compress(gzip.compress(PLAIN))),
+])
+def test_decode_body(encoding: str, encoded: bytes) -> None:
+    assert decode_body(encoded, encoding, LIMIT) == PLAIN
+
+
+@pytest.mark.parametrize(("encoding", "encoded"), [
+    ("gzip", b"\x1f\x8b not gzip at all"),
+    ("gzip", gzip.compress(PLAIN)[:-12]),  # truncated
+    ("br", b"\xff\xff not brotli"),
+    ("br", brotli.compress(PLAIN * 50)[:10]),  # truncated
+    ("zstd", b"\x28\xb5\x2f\xfd garbage"),
+    ("compress", PLAIN),  # unsupported
+    ("utf-8", PLAIN),  # not a content coding
+    ("gzip", gzip.compress(b"a" * (LIMIT + 1))),  # a small bomb over the limit
+    ("br", brotli.compress(b"a" * (LIMIT * 100))),
+    ("zstd", zstandard.ZstdCompressor().compress(b"a" * (LIMIT * 100))),
+    ("deflate", zlib.compress(b"a" * (LIMIT + 1))),
+    ("", b"a" * (LIMIT + 1)),
+])
+def test_undecodable_or_oversized_bodies_are_refused(encoding: str, encoded: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_body(encoded, encoding, LIMIT)
+
+
+# --- rule matching --------------------------------------------------------------------------
+
+LINKEDIN = Service(
+    id="linkedin",
+    name="LinkedIn",
+    domains=("linkedin.com",),
+    logins=(LoginRule(path=re.compile("^/checkpoint/lg/login-submit"), fields=("session_key",),
+                      hosts=frozenset({"www.linkedin.com"})),),
+    prohibited=(ActionRule("contact_import", re.compile("^/mynetwork/import-contacts")),),
+    audited=(ActionRule("group_created", re.compile("^/groups/new"), method="POST",
+                        fields=MappingProxyType({"kind": "Group", "public": "True"})),),
+)
+
+
+@pytest.mark.parametrize(("method", "host", "path", "matches"), [
+    ("POST", "www.linkedin.com", "/checkpoint/lg/login-submit", True),
+    ("post", "www.linkedin.com", "/checkpoint/lg/login-submit", True),
+    ("POST", "www.linkedin.com", "/checkpoint/lg/login-submit/extra", True),
+    ("POST", "www.linkedin.com", "//checkpoint//lg/login-submit", True),
+    ("POST", "www.linkedin.com", "/checkpoint/./lg/login%2Dsubmit", True),
+    ("POST", "www.linkedin.com", "/checkpoint/lg/login-submit;jsessionid=1", True),
+    ("GET", "www.linkedin.com", "/checkpoint/lg/login-submit", False),
+    ("POST", "linkedin.com", "/checkpoint/lg/login-submit", False),
+    ("POST", "www.linkedin.com", "/x/checkpoint/lg/login-submit", False),
+])
+def test_login_rule_matching(method: str, host: str, path: str, matches: bool) -> None:
+    target = make_target(method, (host,), path)
+    assert (login_rule(LINKEDIN, target) is not None) is matches
+    assert needs_body(LINKEDIN, target) is matches
+
+
+def test_any_named_host_makes_a_host_bound_rule_apply() -> None:
+    """Connect target and Host header may differ; a rule for either one applies."""
+    target = make_target("POST", ("linkedin.com", "www.linkedin.com", None), "/checkpoint/lg/"
+                         "login-submit")
+    assert login_rule(LINKEDIN, target) is not None
+
+
+def test_action_rules() -> None:
+    contacts = make_target("GET", ("www.linkedin.com",), "/mynetwork/import-contacts/")
+    assert match_action(LINKEDIN.prohibited, contacts, None).action == "contact_import"
+    assert not needs_body(LINKEDIN, contacts)
+    group = make_target("POST", ("www.linkedin.com",), "/groups/new")
+    assert needs_body(LINKEDIN, group)
+    assert match_action(LINKEDIN.audited, group, None) is None  # fields need the body
+    yes = read_form(JSON, b'{"input": {"kind": "group", "public": true}}')
+    assert match_action(LINKEDIN.audited, group, yes).action == "group_created"
+    no = read_form(FORM, b"kind=Group&public=false")
+    assert match_action(LINKEDIN.audited, group, no) is None
+    assert match_action(LINKEDIN.audited, make_target("GET", ("www.linkedin.com",),
+                                                      "/groups/new"), yes) is None
+
+
+@pytest.mark.parametrize(("owners", "reason"), [
+    ([], None),
+    (["alice"], None),
+    (["alice", "alice"], None),
+    ([None], Reason.UNVERIFIED_SESSION),
+    (["alice", None], Reason.UNVERIFIED_SESSION),
+    (["bob"], Reason.ACCOUNT_MISMATCH),
+    ([None, "bob"], Reason.ACCOUNT_MISMATCH),
+])
+def test_session_reason(owners: list[str | None], reason: Reason | None) -> None:
+    assert session_reason(owners, "alice") is reason
+
+
+# --- the shipped catalog ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_policy(CONFIG_DIR, overrides={"services.yaml": filled_services_text()})
+
+
+def _sample_target(sample: Sample):
+    path, _, query = sample.path.partition("?")
+    return make_target(sample.method, (normalize_host(sample.host),), path, query)
+
+
+def _sample_form(sample: Sample, account: str):
+    return read_form(sample.content_type, sample.body_for(account),
+                     sample.path.partition("?")[2])
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.id)
+def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) -> None:
+    assert shipped.domains.service_for(normalize_host(sample.host)) == sample.service
+    service = shipped.services[sample.service]
+    target = _sample_target(sample)
+    if sample.kind == "logins":
+        rule = login_rule(service, target)
+        assert rule is not None
+        results = {
+            account: check_login(rule, ACCOUNTS, "alice", shipped.accounts,
+                                 _sample_form(sample, account)).result
+            for account in (ALICE, "Alice@Clinic.Example", "me@gmail.com")
+        }
+        assert results == {ALICE: LoginResult.COMPANY, "Alice@Clinic.Example":
+                           LoginResult.COMPANY, "me@gmail.com": LoginResult.PERSONAL}
+    else:
+        assert login_rule(service, target) is None
+        rules = service.prohibited if sample.kind == "prohibited" else service.audited
+        matched = match_action(rules, target, _sample_form(sample, ALICE))
+        assert matched is not None and matched.action == sample.action
+
+
+def test_every_shipped_rule_has_a_sample(shipped) -> None:
+    """A rule added to config/services.yaml needs a request shaped like the site's here."""
+    uncovered = []
+    for service in shipped.services.values():
+        samples = [s for s in SAMPLES if s.service == service.id]
+        for kind in ("logins", "prohibited", "audited"):
+            for rule in getattr(service, kind):
+                covered = any(
+                    s.kind == kind and _rule_matches(rule, s) for s in samples
+                )
+                if not covered:
+                    uncovered.append((service.id, kind, rule.path.pattern))
+    assert not uncovered
+
+
+def _rule_matches(rule: LoginRule | ActionRule, sample: Sample) -> bool:
+    target = _sample_target(sample)
+    if isinstance(rule, LoginRule):
+        return login_rule(Service("s", "s", (), logins=(rule,)), target) is rule
+    return match_action((rule,), target, _sample_form(sample, ALICE)) is rule
+
+
+def test_accounts_of(shipped) -> None:
+    assert accounts_of(shipped, "alice", "linkedin") == frozenset({ALICE})
+    assert accounts_of(shipped, "bob", "facebook") == frozenset({"marketing@clinic.example"})
+    # a service open to everyone: the employee's own company address
+    assert accounts_of(shipped, "dave", "google_accounts") == frozenset({"dave@clinic.example"})
+    assert accounts_of(shipped, None, "google_accounts") == frozenset()
+
+
+def test_real_x_identifier_step_is_read_at_depth() -> None:
+    x = next(s for s in SAMPLES if s.service == "x" and s.kind == "logins")
+    form = _sample_form(x, "me@gmail.com")
+    assert form is not None and form.values("result") == ["me@gmail.com"]
+    assert json.loads(x.body_for("a"))["subtask_inputs"][0]["subtask_id"]
+
+
+def test_explain_names_the_login_rule_and_its_fields(capsys) -> None:
+    from gatekeeper.cli import main
+
+    url = "https://www.linkedin.com/checkpoint/lg/login-submit"
+    assert main(["explain", "--config-dir", str(CONFIG_DIR), "--method", "POST", "alice",
+                 url]) == 0
+    text = capsys.readouterr().out
+    assert "login rule matches" in text and "session_key" in text and ALICE in text
+    assert main(["explain", "--config-dir", str(CONFIG_DIR), "--json", "--method", "POST",
+                 "alice", url]) == 0
+    rule = json.loads(capsys.readouterr().out)["login_rule"]
+    assert rule["fields"] == ["session_key"] and rule["accounts"] == [ALICE]
+    assert main(["explain", "--config-dir", str(CONFIG_DIR), "--json", "alice", url]) == 0
+    assert json.loads(capsys.readouterr().out)["login_rule"] is None  # a GET signs nobody in
