@@ -146,6 +146,12 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
          "        method: post\n",
          "services.yaml:12: service 'linkedin': login rule: method 'post' is not valid"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
+         "        when: [key]\n",
+         "services.yaml:12: service 'linkedin': login rule: when must be a mapping of field name"),
+        (SERVICES + "    audited:\n      - action: group_created\n        path: ^/g\n"
+         "        fields: {name: [a, b]}\n",
+         "services.yaml:12: service 'linkedin': audited: fields: field 'name' must have a plain"),
         (SERVICES + "    prohibited:\n      - action: App Install\n        path: ^/oauth\n",
          "services.yaml:10: service 'linkedin': prohibited: action 'App Install' is not valid"),
         (SERVICES + "    headers:\n      Bad Header: x\n",

@@ -23,6 +23,7 @@ from gatekeeper.core.logins import (
     accounts_of,
     check_login,
     login_rule,
+    login_step,
     make_target,
     match_action,
     needs_body,
@@ -351,6 +352,24 @@ def test_real_x_identifier_step_is_read_at_depth() -> None:
     form = _sample_form(x, "me@gmail.com")
     assert form is not None and form.values("result") == ["me@gmail.com"]
     assert json.loads(x.body_for("a"))["subtask_inputs"][0]["subtask_id"]
+
+
+def test_x_login_rule_checks_only_the_identifier_step(shipped) -> None:
+    """X's other sign-in steps post to the same endpoint: `when` leaves them alone, and an
+    unreadable body still counts as the step (refused, never waved through)."""
+    x = next(s for s in SAMPLES if s.service == "x" and s.kind == "logins")
+    rule = login_rule(shipped.services["x"], make_target("POST", ["api.x.com"],
+                                                         "/1.1/onboarding/task.json"))
+    assert rule is not None and dict(rule.when) == {"key": "user_identifier"}
+    start = read_form("application/json", json.dumps(
+        {"input_flow_data": {"flow_context": {"start_location": {"location": "unknown"}}},
+         "subtask_versions": {"action_list": 2}}).encode())
+    password = read_form("application/json", json.dumps(
+        {"flow_token": "g;1", "subtask_inputs": [{"subtask_id": "LoginEnterPassword",
+         "enter_password": {"password": "hunter2", "link": "next_link"}}]}).encode())
+    assert not login_step(rule, start) and not login_step(rule, password)
+    assert login_step(rule, _sample_form(x, "me@gmail.com"))
+    assert login_step(rule, None)
 
 
 def test_explain_names_the_login_rule_and_its_fields(capsys) -> None:

@@ -260,9 +260,56 @@ class _Builder:
         return tuple(result)
 
     def _notify(self, node: Node) -> dict[str, Any]:
-        """`notify:` is validated by the notifier's own schema; here it is kept as plain data."""
-        items = self.app.mapping(node, "notify", required=(), optional=("smtp", "webhook"))
-        return {k: _plain(v) for k, v in (items or {}).items()}
+        """`notify:` how the approver hears of new requests (read by gatekeeper.notify)."""
+        items = self.app.mapping(node, "notify", required=(), optional=("smtp", "webhook")) or {}
+        result: dict[str, Any] = {}
+        if "smtp" in items:
+            result["smtp"] = self._notify_smtp(items["smtp"])
+        if "webhook" in items:
+            result["webhook"] = self._notify_webhook(items["webhook"])
+        return result
+
+    def _notify_smtp(self, node: Node) -> dict[str, Any]:
+        a, what = self.app, "notify: smtp"
+        f = a.mapping(node, what, required=("host", "from", "to"),
+                      optional=("port", "starttls", "username", "password_file")) or {}
+        smtp: dict[str, Any] = {"port": 25, "starttls": False, "username": None,
+                                "password_file": None}
+        for key in ("host", "username", "password_file"):
+            if key in f:
+                smtp[key] = a.string(f[key], f"{what}: {key}")
+        if "from" in f:
+            smtp["from"] = a.string(f["from"], f"{what}: from", EMAIL)
+        if "to" in f:
+            to = a.strings(f["to"], f"{what}: to")
+            smtp["to"] = tuple(a.string(item, f"{what}: to", EMAIL) for item in to)
+        if "port" in f:
+            port = f["port"]
+            if port.kind != "int" or not 0 < port.value < 65536:
+                a.error(port, f"{what}: port must be a number from 1 to 65535")
+            else:
+                smtp["port"] = port.value
+        if "starttls" in f:
+            smtp["starttls"] = a.boolean(f["starttls"], f"{what}: starttls")
+        if ("username" in f) != ("password_file" in f):
+            a.error(node, f"{what}: username and password_file go together")
+        return smtp
+
+    def _notify_webhook(self, node: Node) -> dict[str, Any]:
+        a, what = self.app, "notify: webhook"
+        f = a.mapping(node, what, required=("url",), optional=("timeout_seconds",)) or {}
+        webhook: dict[str, Any] = {"timeout_seconds": 10.0}
+        if "url" in f:
+            webhook["url"] = a.string(f["url"], f"{what}: url")
+            if webhook["url"] and not webhook["url"].startswith(("https://", "http://")):
+                a.error(f["url"], f"{what}: url must be an http(s) URL")
+        if "timeout_seconds" in f:
+            timeout = f["timeout_seconds"]
+            if timeout.kind not in ("int", "float") or not 0 < timeout.value <= 300:
+                a.error(timeout, f"{what}: timeout_seconds must be a number from 0 to 300")
+            else:
+                webhook["timeout_seconds"] = float(timeout.value)
+        return webhook
 
     def _employees(
         self, node: Node | None, company_domains: tuple[str, ...]
@@ -565,7 +612,9 @@ class _Builder:
 
     def _login_rule(self, node: Node, what: str, domains: frozenset[str]) -> LoginRule | None:
         s = self.svc
-        fields = s.mapping(node, what, required=("path", "fields"), optional=("method", "hosts"))
+        fields = s.mapping(
+            node, what, required=("path", "fields"), optional=("method", "hosts", "when")
+        )
         if fields is None:
             return None
         path = s.regex(fields.get("path"), f"{what}: path")
@@ -574,7 +623,9 @@ class _Builder:
         hosts = self._hosts(fields.get("hosts"), what, domains)
         if path is None or not names:
             return None
-        return LoginRule(path=path, fields=names, method=method, hosts=hosts)
+        when = self._field_values(fields.get("when"), f"{what}: when")
+        return LoginRule(path=path, fields=names, method=method, hosts=hosts,
+                         when=MappingProxyType(when))
 
     def _action_rules(
         self, node: Node | None, what: str, domains: frozenset[str]
@@ -592,16 +643,7 @@ class _Builder:
                 continue
             action = s.string(fields.get("action"), f"{what}: action", ACTION_NAME)
             path = s.regex(fields.get("path"), f"{what}: path")
-            values: dict[str, str] = {}
-            if "fields" in fields:
-                field_map = fields["fields"]
-                if field_map.kind != "map":
-                    s.error(field_map, f"{what}: fields must be a mapping of field name to value")
-                else:
-                    for key, value in field_map.value.items():
-                        if value.kind not in ("str", "int", "bool"):
-                            s.error(value, f"{what}: field {key!r} must have a plain value")
-                        values[key] = str(value.value)
+            values = self._field_values(fields.get("fields"), f"{what}: fields")
             rule = ActionRule(
                 action=action,
                 path=path,  # type: ignore[arg-type]
@@ -612,6 +654,20 @@ class _Builder:
             if action and path is not None:
                 rules.append(rule)
         return tuple(rules)
+
+    def _field_values(self, node: Node | None, what: str) -> dict[str, str]:
+        """A mapping of field name to the value it must have (rule conditions)."""
+        values: dict[str, str] = {}
+        if node is None:
+            return values
+        if node.kind != "map":
+            self.svc.error(node, f"{what} must be a mapping of field name to value")
+            return values
+        for key, value in node.value.items():
+            if value.kind not in ("str", "int", "bool"):
+                self.svc.error(value, f"{what}: field {key!r} must have a plain value")
+            values[key] = str(value.value)
+        return values
 
     def _headers(
         self,
@@ -650,13 +706,4 @@ def _intercepted(service: Service) -> bool:
     """A service open to everyone is only intercepted while one of its tenant headers is in
     effect (its placeholders filled in). Until then it is relayed untouched and undecrypted."""
     return service.access is Access.APPROVED or bool(service.headers)
-
-
-def _plain(node: Node) -> Any:
-    """A Node tree as plain Python data."""
-    if node.kind == "map":
-        return {k: _plain(v) for k, v in node.value.items()}
-    if node.kind == "seq":
-        return [_plain(v) for v in node.value]
-    return node.value
 

@@ -285,12 +285,24 @@ def match_action(
             continue
         if not rule.fields:
             return rule
-        if form is not None and all(
-            any(v is not None and v.casefold() == want.casefold() for v in form.values(name))
-            for name, want in rule.fields.items()
-        ):
+        if form is not None and fields_match(rule.fields, form):
             return rule
     return None
+
+
+def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
+    """Each named field has the given value (case-insensitively, so YAML `True` is `true`)."""
+    return all(
+        any(v is not None and v.casefold() == want.casefold() for v in form.values(name))
+        for name, want in wanted.items()
+    )
+
+
+def login_step(rule: LoginRule, form: Form | None) -> bool:
+    """Whether the request is the sign-in step `rule` checks: always, unless the rule has a
+    `when` condition that the fields do not meet. A body that cannot be read counts as the
+    step, so it is refused as unverifiable rather than waved through."""
+    return form is None or fields_match(rule.when, form)
 
 
 def session_reason(owners: Iterable[str | None], employee: str | None) -> Reason | None:

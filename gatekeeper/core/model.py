@@ -89,7 +89,8 @@ class LoginRule:
     fields: tuple[str, ...]
     method: str = "POST"
     hosts: frozenset[str] | None = None  # None: every host of the service
-    comment: str = ""
+    # Only the request whose fields have these values is the sign-in step (multi-step flows).
+    when: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
