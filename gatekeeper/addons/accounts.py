@@ -38,6 +38,7 @@ from gatekeeper.core.logins import (
     accounts_of,
     check_login,
     login_rule,
+    login_step,
     make_target,
     match_action,
     needs_body,
@@ -133,7 +134,7 @@ class Accounts:
         target = _target(flow)
         form = self._form(flow) if needs_body(service, target) else None
         rule = login_rule(service, target)
-        if rule is not None:
+        if rule is not None and login_step(rule, form):
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
             if not self._login_checked(flow, policy, decision, check):
