@@ -1,6 +1,6 @@
 # gatekeeper in a container: the proxy, its metrics/health listener and the PAC file.
 #   docker build -t gatekeeper .
-#   docker run -d --name gatekeeper -p 8080:8080 -p 9464:9464 \
+#   docker run -d --name gatekeeper -p 8080:8080 -p 8082:8082 -p 127.0.0.1:9464:9464 \
 #     -v /srv/gatekeeper/config:/etc/gatekeeper:ro -v gatekeeper-state:/var/lib/gatekeeper gatekeeper
 # The config volume holds services.yaml and approvals.yaml (edits are picked up live); the state
 # volume holds the CA (ca/mitmproxy-ca.pem is its private key): keep it, back it up, never bake
@@ -31,7 +31,8 @@ RUN install -d -o gatekeeper -g gatekeeper -m 0700 /var/lib/gatekeeper
 WORKDIR /var/lib/gatekeeper
 VOLUME ["/etc/gatekeeper", "/var/lib/gatekeeper"]
 USER 10001:10001
-EXPOSE 8080 9464
+# 8080 proxy, 8081 transparent listener, 8082 PAC file (ports from config/gateway.yaml), 9464 metrics
+EXPOSE 8080 8081 8082 9464
 
 # No curl in the slim image: ask /healthz with the standard library (non-2xx raises, exit 1).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

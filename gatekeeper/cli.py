@@ -12,12 +12,17 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gatekeeper import __version__
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.decision import decide
-from gatekeeper.core.model import REASON_TEXT, Mode, Policy, Verdict
+from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.logins import accounts_of, login_rule, make_target
+from gatekeeper.core.model import REASON_TEXT, Decision, Mode, Policy, Verdict
+from gatekeeper.gateway import apply_serve_defaults
+from gatekeeper.pac import add_pac_serve_arguments
 
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_STATE_DIR = "state"
@@ -72,15 +77,19 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     state_dir_arg(p)
     p.add_argument("--listen-host", default="127.0.0.1", metavar="H",
                    help="proxy address (default: 127.0.0.1)")
-    p.add_argument("--listen-port", type=int, default=8080, metavar="P",
-                   help="proxy port (default: 8080)")
+    p.add_argument("--listen-port", type=int, metavar="P",
+                   help="proxy port (default: proxy.port in gateway.yaml, else 8080)")
     p.add_argument("--metrics-host", default="127.0.0.1", metavar="H",
                    help="metrics, health and PAC listener address (default: 127.0.0.1)")
-    p.add_argument("--metrics-port", type=int, default=9464, metavar="P",
-                   help="metrics, health and PAC listener port (default: 9464)")
-    p.add_argument("--mode", default="regular", choices=("regular", "transparent"),
-                   help="regular: explicit proxy (PAC, proxy auth); transparent: traffic "
-                   "redirected by nftables, employees identified by source address")
+    p.add_argument("--metrics-port", type=int, metavar="P",
+                   help="metrics, health and PAC listener port (default: proxy.metrics_port "
+                   "in gateway.yaml, else 9464)")
+    p.add_argument("--mode", action="append", metavar="MODE",
+                   help="mitmproxy mode spec, repeatable: regular (explicit proxy: PAC, proxy "
+                   "auth), transparent (redirected by nftables, employees known by source "
+                   "address), or with a port: transparent@8081 (default: from gateway.yaml, "
+                   "else regular)")
+    add_pac_serve_arguments(p)
     p.add_argument("--metrics-employee-label", action="store_true",
                    help="add an employee label to the decision counters (off by default)")
     p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
@@ -99,6 +108,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from gatekeeper.serve import ServeSettings, serve
 
     logs.configure(args.log_format, args.log_level)
+    if not apply_serve_defaults(args):
+        return 2
     return serve(
         ServeSettings(
             config_dir=args.config_dir,
@@ -107,7 +118,10 @@ def run_serve(args: argparse.Namespace) -> int:
             listen_port=args.listen_port,
             metrics_host=args.metrics_host,
             metrics_port=args.metrics_port,
-            mode=args.mode,
+            modes=args.mode,
+            pac_proxy=args.pac_proxy or "",
+            pac_host=args.pac_host,
+            pac_port=-1 if args.pac_port is None else args.pac_port,
             metrics_employee_label=args.metrics_employee_label,
             mitmproxy_options=args.mitmproxy_options,
         )
@@ -182,6 +196,7 @@ def run_explain(args: argparse.Namespace) -> int:
             "reason": decision.reason.value,
             "employee": decision.employee,
             "enforced": not report_only,
+            "login_rule": _login_rule_json(policy, decision, args.method, url),
         }))
         return 0
     if decision.verdict is Verdict.PASS:
@@ -195,12 +210,56 @@ def run_explain(args: argparse.Namespace) -> int:
     if report_only:
         line += " (mode report: logged and counted, let through)"
     print(line)
+    login = _login_rule_json(policy, decision, args.method, url)
+    if login is not None:
+        accounts = ", ".join(login["accounts"]) or "none"
+        print(f"login rule matches ({login['method']} {login['path']}): every value of "
+              f"{', '.join(login['fields'])} must be one of {who}'s accounts: {accounts}")
     return 0
+
+
+def _login_rule_json(
+    policy: Policy, decision: Decision, method: str, url: urllib.parse.SplitResult
+) -> dict[str, Any] | None:
+    """The catalog login rule this request would be checked by, and the accepted accounts."""
+    if decision.service is None:
+        return None
+    target = make_target(method, (normalize_host(url.hostname or ""),), url.path or "/", url.query)
+    rule = login_rule(policy.services[decision.service], target)
+    if rule is None:
+        return None
+    return {
+        "method": rule.method,
+        "path": rule.path.pattern,
+        "fields": list(rule.fields),
+        "accounts": sorted(accounts_of(policy, decision.employee, decision.service)),
+    }
 
 
 # --- main ----------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_serve, add_check, add_explain]
+def add_approver_commands(sub: argparse._SubParsersAction) -> None:
+    """requests, approve, deny, grant, revoke, acknowledgements, review (imported here:
+    gatekeeper.approver_cli uses this module's helpers)."""
+    from gatekeeper.approver_cli import APPROVER_COMMANDS
+
+    for add in APPROVER_COMMANDS:
+        add(sub)
+
+
+def add_gateway_commands(sub: argparse._SubParsersAction) -> None:
+    """`firewall`, `pac` and `ca`: setting up the office gateway (docs/deployment.md)."""
+    from gatekeeper.ca import add_ca_parser
+    from gatekeeper.firewall import add_firewall_parser
+    from gatekeeper.pac import add_pac_parser
+
+    for add in (add_firewall_parser, add_pac_parser, add_ca_parser):
+        add(sub)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_serve, add_check, add_explain, add_approver_commands, add_gateway_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

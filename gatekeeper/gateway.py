@@ -1,16 +1,21 @@
 """The gateway settings (`gateway.yaml`) and the nftables table rendered from them.
 
 The proxy only governs traffic that reaches it, so on the office gateway a firewall must stop
-browsers going around it: QUIC and DNS over TLS are dropped, and direct web traffic is either
-dropped (explicit proxy) or redirected to the proxy (transparent proxy). Everything here is pure:
-`render_ruleset()` returns nft text, `gatekeeper.firewall` hands it to `nft`.
+browsers going around it: QUIC and DNS over TLS are refused, and direct LAN web traffic is
+redirected to a transparent listener of the proxy. In explicit mode that listener is a second
+one (`transparent_port`) beside the regular proxy the browsers are configured for, so a PAC
+file's DIRECT still works for other sites while a direct connection to a social site is policed
+by source address. `render_ruleset()` returns nft text, `gatekeeper.firewall` hands it to `nft`;
+`apply_serve_defaults()` lets `gatekeeper serve` take its listeners from the same file.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 import ipaddress
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,10 @@ TABLE = "inet gatekeeper"
 # Linux interface names: at most 15 bytes; no quotes or backslashes (they end up in nft text).
 INTERFACE_NAME = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,15}\Z")
 WEB_PORTS = (80, 443)
+# proxy: keys -> defaults (the pac_port listener is off unless configured)
+DEFAULT_PORTS: dict[str, int | None] = {
+    "port": 8080, "transparent_port": 8081, "metrics_port": 9464, "pac_port": None,
+}
 
 
 class GatewayMode(enum.StrEnum):
@@ -42,10 +51,37 @@ class GatewayConfig:
     lan_interfaces: tuple[str, ...]
     lan_networks: tuple[IPNetwork, ...]
     proxy_address: str | None  # how LAN clients reach the proxy (IP or DNS name), for the PAC
-    proxy_port: int
+    proxy_port: int  # explicit: the regular proxy; transparent: the transparent listener
+    transparent_port: int  # explicit mode: the transparent listener for direct web traffic
     metrics_port: int  # the metrics listener, which also serves /proxy.pac and /wpad.dat
+    pac_port: int | None  # a separate LAN-facing listener serving only the PAC file
     exempt_sources: tuple[IPNetwork, ...]
     exempt_destinations: tuple[IPNetwork, ...]
+
+    @property
+    def redirect_port(self) -> int:
+        """Where nftables sends LAN web traffic: always a transparent listener."""
+        return self.transparent_port if self.mode is GatewayMode.EXPLICIT else self.proxy_port
+
+    @property
+    def client_ports(self) -> tuple[int, ...]:
+        """Ports LAN clients may connect to directly (the redirect port only via the redirect)."""
+        regular = (self.proxy_port,) if self.mode is GatewayMode.EXPLICIT else ()
+        return (*regular, self.metrics_port, *((self.pac_port,) if self.pac_port else ()))
+
+    def serve_modes(self) -> list[str]:
+        """mitmproxy mode specs for `gatekeeper serve`; a spec without `@port` listens on
+        `--listen-port` (`proxy: port`)."""
+        if self.mode is GatewayMode.EXPLICIT:
+            return ["regular", f"transparent@{self.transparent_port}"]
+        return ["transparent"]
+
+    def pac_proxy(self) -> str | None:
+        """`host:port` for the PAC file; None in transparent mode (nothing to configure)."""
+        if self.mode is GatewayMode.TRANSPARENT or self.proxy_address is None:
+            return None
+        host = self.proxy_address
+        return f"[{host}]:{self.proxy_port}" if ":" in host else f"{host}:{self.proxy_port}"
 
 
 def gateway_file(config_dir: Path) -> Path:
@@ -87,18 +123,17 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
             if not interfaces and not lan_networks:
                 f.error(top["lan"], "lan needs at least one interface or network")
 
-    proxy_address, proxy_port, metrics_port = None, 8080, 9464
+    proxy_address = None
+    ports: dict[str, int | None] = dict(DEFAULT_PORTS)
     if "proxy" in top:
-        proxy = f.mapping(top["proxy"], "proxy", (), ("address", "port", "metrics_port"))
+        proxy = f.mapping(top["proxy"], "proxy", (), ("address", *DEFAULT_PORTS))
         if proxy is not None:
             if "address" in proxy:
                 proxy_address = _host(f, proxy["address"], "proxy: address")
-            if "port" in proxy:
-                proxy_port = _port(f, proxy["port"], "proxy: port")
-            if "metrics_port" in proxy:
-                metrics_port = _port(f, proxy["metrics_port"], "proxy: metrics_port")
-            if proxy_port and proxy_port == metrics_port:
-                f.error(top["proxy"], "proxy: port and metrics_port must differ")
+            for key in DEFAULT_PORTS:
+                if key in proxy:
+                    ports[key] = _port(f, proxy[key], f"proxy: {key}")
+            _distinct_ports(f, top["proxy"], ports, mode)
 
     exempt_sources: list[IPNetwork] = []
     exempt_destinations: list[IPNetwork] = []
@@ -115,11 +150,23 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
         lan_interfaces=tuple(dict.fromkeys(interfaces)),
         lan_networks=tuple(lan_networks),
         proxy_address=proxy_address,
-        proxy_port=proxy_port,
-        metrics_port=metrics_port,
+        proxy_port=ports["port"] or 0,
+        transparent_port=ports["transparent_port"] or 0,
+        metrics_port=ports["metrics_port"] or 0,
+        pac_port=ports["pac_port"],
         exempt_sources=tuple(exempt_sources),
         exempt_destinations=tuple(exempt_destinations),
     )
+
+
+def _distinct_ports(f: _File, node: Node, ports: dict[str, int | None], mode: GatewayMode) -> None:
+    """Each listener needs its own port (transparent_port is unused in transparent mode)."""
+    used = [key for key in DEFAULT_PORTS if ports[key]
+            and not (key == "transparent_port" and mode is GatewayMode.TRANSPARENT)]
+    for i, first in enumerate(used):
+        for second in used[i + 1:]:
+            if ports[first] == ports[second]:
+                f.error(node, f"proxy: {first} and {second} must differ")
 
 
 def _networks(f: _File, node: Node | None, what: str) -> list[IPNetwork]:
@@ -156,6 +203,36 @@ def _host(f: _File, node: Node, what: str) -> str | None:
         return None
 
 
+def apply_serve_defaults(args: argparse.Namespace) -> bool:
+    """Fill the `gatekeeper serve` options left unset from `<config dir>/gateway.yaml`.
+
+    Flags given on the command line win; with no gateway.yaml the built-in defaults apply
+    (one regular proxy on 8080, metrics on 9464). So on the gateway the listeners always
+    match the firewall: explicit mode listens regular on `port` and transparent on
+    `transparent_port`, transparent mode transparent on `port`. False (problems printed to
+    stderr) when gateway.yaml is invalid.
+    """
+    cfg = None
+    if gateway_file(args.config_dir).exists():
+        try:
+            cfg = load_gateway(args.config_dir)
+        except ConfigError as e:
+            for problem in e.problems:
+                print(problem, file=sys.stderr)
+            return False
+    if args.mode is None:
+        args.mode = cfg.serve_modes() if cfg else ["regular"]
+    if args.listen_port is None:
+        args.listen_port = cfg.proxy_port if cfg else DEFAULT_PORTS["port"]
+    if args.metrics_port is None:
+        args.metrics_port = cfg.metrics_port if cfg else DEFAULT_PORTS["metrics_port"]
+    if args.pac_port is None and cfg and cfg.pac_port:
+        args.pac_port = cfg.pac_port
+    if args.pac_proxy is None and cfg:
+        args.pac_proxy = cfg.pac_proxy()
+    return True
+
+
 # --- nftables -------------------------------------------------------------------------------
 
 
@@ -167,39 +244,41 @@ def render_ruleset(cfg: GatewayConfig) -> str:
     nothing when any line fails, and applying it twice gives the same table.
     """
     sets = _Sets(cfg)
-    ports = f"{{ {cfg.proxy_port}, {cfg.metrics_port} }}"
-    web = "{ " + ", ".join(str(p) for p in WEB_PORTS) + " }"
+    web = _port_set(WEB_PORTS)
     exempt = sets.exempt_rules()
-    chains: list[str] = []
-    if cfg.mode is GatewayMode.TRANSPARENT:
-        hook = "nat hook prerouting priority dstnat"
-        chains += _base_chain("prerouting", hook, sets, "lan_redirect")
-        chains += _chain("lan_redirect", [
-            *exempt,
-            'fib daddr type local return comment "traffic to the gateway itself is not redirected"',
-            f"tcp dport {web} redirect to :{cfg.proxy_port} "
-            'comment "LAN web traffic goes to the transparent proxy"',
-        ])
+    redirect = cfg.redirect_port
+    to_proxy = ("LAN web traffic goes to the transparent proxy"
+                if cfg.mode is GatewayMode.TRANSPARENT else
+                "LAN web traffic that skips the proxy goes to its transparent listener")
+    chains = _base_chain("prerouting", "nat hook prerouting priority dstnat", sets, "lan_redirect")
+    chains += _chain("lan_redirect", [
+        *exempt,
+        'fib daddr type local return comment "traffic to the gateway itself is not redirected"',
+        f'tcp dport {web} redirect to :{redirect} comment "{to_proxy}"',
+    ])
     # Traffic to the gateway itself ends there and cannot go around the proxy, so QUIC and DoT
-    # are only dropped when forwarded; the input chain only keeps the proxy off the WAN side.
+    # are only refused when forwarded; the input chain keeps the listeners off the WAN side,
+    # and the transparent listener off direct connections (it would connect to itself).
     chains += _base_chain(
         "input", "filter hook input priority filter", sets, "lan_input",
         first=['iif "lo" accept comment "local clients, such as health checks"'],
-        last=[f"tcp dport {ports} reject with tcp reset "
-              'comment "the proxy and the metrics/PAC listener answer the LAN only"'],
+        last=[f"tcp dport {_port_set((*cfg.client_ports, redirect))} reject with tcp reset "
+              'comment "gatekeeper listeners answer the LAN only"'],
     )
     chains += _chain("lan_input", [
-        f'tcp dport {ports} accept comment "LAN clients reach the proxy and the PAC file"',
+        f"tcp dport {_port_set(cfg.client_ports)} accept "
+        'comment "LAN clients reach the proxy, the PAC file and the metrics"',
+        f"tcp dport {redirect} ct status dnat accept "
+        'comment "the transparent listener takes redirected connections only"',
     ])
     chains += _base_chain("forward", "filter hook forward priority filter", sets, "lan_forward")
-    skipped = "skips the proxy" if cfg.mode is GatewayMode.EXPLICIT else "was not redirected"
     chains += _chain("lan_forward", [
         *exempt,
         "udp dport 443 reject with icmpx type port-unreachable "
         'comment "QUIC (HTTP/3) around the proxy: browsers fall back to TCP"',
         'tcp dport 853 reject with tcp reset comment "DNS over TLS"',
         'udp dport 853 reject with icmpx type port-unreachable comment "DNS over QUIC"',
-        f'tcp dport {web} reject with tcp reset comment "LAN web traffic that {skipped}"',
+        f'tcp dport {web} reject with tcp reset comment "LAN web traffic that was not redirected"',
     ])
     header = [
         f"# gatekeeper firewall ({cfg.mode} mode), generated from {GATEWAY_FILE}: do not edit.",
@@ -207,9 +286,13 @@ def render_ruleset(cfg: GatewayConfig) -> str:
         f"table {TABLE} {{}}",
         f"delete table {TABLE}",
         f"table {TABLE} {{",
-        f'\tcomment "gatekeeper: {cfg.mode} proxy on port {cfg.proxy_port}"',
+        f'\tcomment "gatekeeper: {cfg.mode} proxy, web traffic redirected to port {redirect}"',
     ]
     return "\n".join([*header, *sets.definitions(), *chains, "}"]) + "\n"
+
+
+def _port_set(ports: Iterable[int]) -> str:
+    return "{ " + ", ".join(str(p) for p in ports) + " }"
 
 
 class _Sets:

@@ -158,8 +158,8 @@ class AdminServer:
     It runs in a daemon thread, off mitmproxy's event loop.
     """
 
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: Metrics | None, host: str, port: int) -> None:
+        self.metrics = metrics  # None: no /metrics (a listener for the PAC file only)
         self.routes: dict[str, Route] = {}
         self.ready: Callable[[], bool] = lambda: False
         self.alive: Callable[[], bool] = lambda: False
@@ -171,7 +171,7 @@ class AdminServer:
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if path == "/metrics":
+                if path == "/metrics" and server.metrics is not None:
                     encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                     reply = Reply(200, content_type, encoder(server.metrics.registry))
                 elif path in server.routes:

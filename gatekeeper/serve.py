@@ -37,7 +37,10 @@ class ServeSettings:
     listen_port: int = 8080
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464
-    mode: str = "regular"
+    modes: list[str] = field(default_factory=lambda: ["regular"])  # mitmproxy mode specs
+    pac_proxy: str = ""  # HOST:PORT named in the PAC file ("": the regular listener)
+    pac_host: str = ""  # the PAC-only listener ("": listen_host; pac_port -1: none)
+    pac_port: int = -1
     metrics_employee_label: bool = False
     mitmproxy_options: list[str] = field(default_factory=list)  # "name=value" as for --set
 
@@ -71,13 +74,16 @@ async def _run(settings: ServeSettings) -> int:
     options.update(
         listen_host=settings.listen_host,
         listen_port=settings.listen_port,
-        mode=[settings.mode],
+        mode=settings.modes,
         confdir=str(settings.state_dir / "ca"),
         connection_strategy="lazy",
         gatekeeper_state_dir=str(settings.state_dir),
         gatekeeper_metrics_host=settings.metrics_host,
         gatekeeper_metrics_port=settings.metrics_port,
         gatekeeper_metrics_employee_label=settings.metrics_employee_label,
+        gatekeeper_pac_proxy=settings.pac_proxy,
+        gatekeeper_pac_host=settings.pac_host,
+        gatekeeper_pac_port=settings.pac_port,
     )
     if settings.mitmproxy_options:
         options.set(*settings.mitmproxy_options)

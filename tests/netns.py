@@ -1,9 +1,8 @@
 """Network namespaces for gateway tests: client -- gateway -- internet, joined by veth pairs.
 
 Every name carries a per-run tag, every address is in a TEST-NET range inside namespaces the
-test made, and `topology()` removes it all (processes, namespaces, and with them the veths)
-even when the test fails. Run as a script, this file is a stand-in proxy (`banner` mode) until
-tests start the real `gatekeeper serve` with `Namespace.popen()`.
+test made, and `topology()` removes it all (processes, namespaces and with them the veths,
+`/etc/netns/<name>/` files) even when the test fails.
 """
 
 from __future__ import annotations
@@ -15,13 +14,13 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 CLONE_NEWNET = 0x40000000
 SO_ORIGINAL_DST = 80  # linux/netfilter_ipv4.h: where a redirected connection was going
@@ -30,7 +29,10 @@ COMMAND_TIMEOUT_SECONDS = 30
 # TEST-NET addresses, only ever assigned inside the namespaces made here.
 LAN_NETWORK = "192.0.2.0/24"
 CLIENT, EXEMPT_CLIENT, GATEWAY_LAN = "192.0.2.10", "192.0.2.20", "192.0.2.1"
-GATEWAY_WAN, INTERNET = "198.51.100.1", "198.51.100.10"
+UNKNOWN_CLIENT = "192.0.2.30"  # a LAN address no test lists anywhere
+GATEWAY_WAN, INTERNET, INTERNET_OTHER = "198.51.100.1", "198.51.100.10", "198.51.100.11"
+NETNS_ETC = Path("/etc/netns")  # `ip netns exec NAME` bind-mounts NETNS_ETC/NAME/* over /etc/*
+T = TypeVar("T")
 
 _counter = itertools.count()
 
@@ -70,11 +72,12 @@ class Namespace:
         self.processes.append(process)
         return process
 
-    def socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
-        """An IPv4 socket living in this namespace (made by a thread that entered it)."""
+    def call(self, function: Callable[[], T]) -> T:
+        """`function()` run by a thread that entered this namespace: the sockets it makes
+        (listening ones included, with the connections they accept) live here."""
         made: dict[str, Any] = {}
 
-        def enter_and_make() -> None:
+        def enter_and_call() -> None:
             try:
                 fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
                 try:
@@ -82,16 +85,29 @@ class Namespace:
                         raise OSError(ctypes.get_errno(), "setns failed")
                 finally:
                     os.close(fd)
-                made["socket"] = socket.socket(socket.AF_INET, kind)
-            except OSError as e:
+                made["value"] = function()
+            except Exception as e:
                 made["error"] = e
 
-        thread = threading.Thread(target=enter_and_make)
+        thread = threading.Thread(target=enter_and_call)
         thread.start()
         thread.join()
         if "error" in made:
             raise made["error"]
-        return made["socket"]
+        return made["value"]
+
+    def socket(self, kind: int = socket.SOCK_STREAM) -> socket.socket:
+        """An IPv4 socket living in this namespace."""
+        return self.call(lambda: socket.socket(socket.AF_INET, kind))
+
+    def write_etc(self, filename: str, text: str) -> Path:
+        """A file that replaces /etc/`filename` for processes started in this namespace
+        (`ip netns exec` mounts it), such as a hosts file; removed with the topology."""
+        path = NETNS_ETC / self.name / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o644)
+        return path
 
     def stop_processes(self) -> None:
         for process in self.processes:
@@ -137,12 +153,13 @@ def topology() -> Iterator[Topology]:
             space.run(["ip", "link", "set", "lo", "up"])
         _veth(topo.client, f"gkc{tag}", topo.gateway, topo.lan_interface)
         _veth(topo.internet, f"gki{tag}", topo.gateway, topo.wan_interface)
-        for address in (CLIENT, EXEMPT_CLIENT):
+        for address in (CLIENT, EXEMPT_CLIENT, UNKNOWN_CLIENT):
             topo.client.run(["ip", "addr", "add", f"{address}/24", "dev", f"gkc{tag}"])
         topo.client.run(["ip", "route", "add", "default", "via", GATEWAY_LAN])
         topo.gateway.run(["ip", "addr", "add", f"{GATEWAY_LAN}/24", "dev", topo.lan_interface])
         topo.gateway.run(["ip", "addr", "add", f"{GATEWAY_WAN}/24", "dev", topo.wan_interface])
-        topo.internet.run(["ip", "addr", "add", f"{INTERNET}/24", "dev", f"gki{tag}"])
+        for address in (INTERNET, INTERNET_OTHER):
+            topo.internet.run(["ip", "addr", "add", f"{address}/24", "dev", f"gki{tag}"])
         topo.internet.run(["ip", "route", "add", "default", "via", GATEWAY_WAN])
         topo.gateway.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
         yield topo
@@ -151,6 +168,7 @@ def topology() -> Iterator[Topology]:
             space.stop_processes()
         for space in topo.namespaces:
             _ip("netns", "del", space.name, check=False)
+            shutil.rmtree(NETNS_ETC / space.name, ignore_errors=True)
 
 
 def _ip(*args: str, check: bool = True) -> None:
@@ -189,15 +207,6 @@ def _greeting(name: str, conn: socket.socket) -> bytes:
         host, port = conn.getsockname()[:2]
         target = f"{host}:{port}"
     return f"{name} {target}\n".encode()
-
-
-def serve_banner(host: str, port: int, name: str) -> None:
-    """Stand-in server process: greet every connection, then close it."""
-    with socket.create_server((host, port)) as server:
-        while True:
-            conn, _ = server.accept()
-            with conn:
-                conn.sendall(_greeting(name, conn))
 
 
 class Listeners:
@@ -275,7 +284,3 @@ def udp_exchange(ns: Namespace, host: str, port: int, *, timeout: float = 3.0) -
         conn.send(b"ping")
         return conn.recv(2048).decode().strip()
 
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["banner"]:
-        serve_banner(sys.argv[2], int(sys.argv[3]), sys.argv[4])

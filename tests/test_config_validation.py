@@ -136,7 +136,8 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    domians: [x.com]\n",
          "services.yaml:9: unknown key 'domians' in service 'linkedin'"),
         (SERVICES + "    logins:\n      - path: ^/login(\n        fields: [email]\n",
-         "services.yaml:10: service 'linkedin': login rule: path is not a valid regular expression"),
+         "services.yaml:10: service 'linkedin': login rule: path is not a valid regular "
+         "expression"),
         (SERVICES + "    logins:\n      - path: ^/login\n        fields: []\n",
          "services.yaml:11: service 'linkedin': login rule: fields must not be empty"),
         (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
@@ -159,7 +160,8 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    session: {cookies: li_at}\n",
          "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
         ("services:\n  x: !!python/object/apply:os.system [echo]\n",
-         "services.yaml:2: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed"),
+         "services.yaml:2: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not "
+         "allowed"),
         ("services:\n  a: &a [x, *a]\n", "services.yaml:2: anchors and aliases"),
         ("services:\n  facebook:\n    name: A\n    name: B\n    domains: [a.com]\n",
          "services.yaml:4: duplicate key 'name'"),
@@ -212,9 +214,12 @@ def test_unfilled_placeholders_are_listed_and_header_left_out(tmp_path: Path) ->
     (tmp_path / "services.yaml").write_text(services)
     (tmp_path / "approvals.yaml").write_text(APPROVALS)
     policy = load_policy(tmp_path)
-    assert policy.services["linkedin"].headers == (("X-GoogApps-Allowed-Domains", "clinic.example"),)
+    expected = (("X-GoogApps-Allowed-Domains", "clinic.example"),)
+    assert policy.services["linkedin"].headers == expected
     assert len(policy.unfilled) == 1 and "microsoft_tenant_domains" in policy.unfilled[0]
-    filled = services.replace("services:", "placeholders:\n  microsoft_tenant_domains: clinic.example\nservices:")
+    filled = services.replace(
+        "services:", "placeholders:\n  microsoft_tenant_domains: clinic.example\nservices:"
+    )
     (tmp_path / "services.yaml").write_text(filled)
     policy = load_policy(tmp_path)
     assert ("Restrict-Access-To-Tenants", "clinic.example") in policy.services["linkedin"].headers

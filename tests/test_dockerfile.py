@@ -49,7 +49,7 @@ def test_runs_as_a_non_root_user():
 def test_config_and_state_are_volumes_and_ports_exposed():
     volumes = [v for line in values("VOLUME") for v in json.loads(line)]
     assert {"/etc/gatekeeper", "/var/lib/gatekeeper"} <= set(volumes)
-    assert values("EXPOSE") == ["8080 9464"]
+    assert values("EXPOSE") == ["8080 8081 8082 9464"]
 
 
 def test_healthcheck_asks_healthz_with_the_standard_library():

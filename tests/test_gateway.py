@@ -47,6 +47,7 @@ def test_valid_file_is_loaded(tmp_path: Path):
     )
     assert cfg.proxy_address == "gw.clinic.example"
     assert (cfg.proxy_port, cfg.metrics_port) == (3128, 9464)
+    assert (cfg.transparent_port, cfg.pac_port) == (8081, None), "the defaults"
     assert cfg.exempt_destinations == (ipaddress.ip_network("192.168.20.0/24"),)
 
 
@@ -67,6 +68,10 @@ def test_valid_file_is_loaded(tmp_path: Path):
          "proxy: port must be a port number (1-65535)"),
         ("mode: explicit\nlan: {networks: [10.0.0.0/8]}\nproxy: {port: 9464}\n", 3,
          "proxy: port and metrics_port must differ"),
+        ("mode: explicit\nlan: {networks: [10.0.0.0/8]}\nproxy: {transparent_port: 8080}\n", 3,
+         "proxy: port and transparent_port must differ"),
+        ("mode: explicit\nlan: {networks: [10.0.0.0/8]}\nproxy: {pac_port: 9464}\n", 3,
+         "proxy: metrics_port and pac_port must differ"),
         ("mode: explicit\nlan: {networks: [10.0.0.0/8]}\nproxy: {address: 'not a host'}\n", 3,
          "proxy: address 'not a host' is not an IP address or host name"),
         ("mode: explicit\nlan: {networks: [10.0.0.0/8]}\nexempt: {source: [10.0.0.1]}\n", 3,
@@ -116,15 +121,31 @@ def test_transparent_mode_redirects_to_the_configured_port(tmp_path: Path):
     assert "fib daddr type local return" in text
     assert "ip6 saddr @lan_v6 jump lan_redirect" in text
     assert "ip saddr @exempt_src_v4 return" in text and "ip daddr @exempt_dst_v4 return" in text
-    assert "tcp dport { 3128, 9464 } accept" in text
+    # The transparent listener takes redirected connections only (a direct one would make
+    # mitmproxy connect to itself); the LAN reaches the metrics/PAC port directly.
+    assert "tcp dport { 9464 } accept" in text
+    assert "tcp dport 3128 ct status dnat accept" in text
+    assert "tcp dport { 9464, 3128 } reject with tcp reset" in text
 
 
-def test_explicit_mode_refuses_direct_web_and_never_redirects(tmp_path: Path):
-    text = render_ruleset(load_gateway(write(tmp_path, VALID.replace("transparent", "explicit"))))
-    assert "redirect" not in text and "prerouting" not in text
-    assert "tcp dport { 80, 443 } reject with tcp reset" in text
+def test_explicit_mode_redirects_direct_web_to_the_transparent_listener(tmp_path: Path):
+    explicit = VALID.replace("transparent", "explicit").replace(
+        "metrics_port: 9464", "metrics_port: 9464\n  transparent_port: 3129\n  pac_port: 8082")
+    cfg = load_gateway(write(tmp_path, explicit))
+    text = render_ruleset(cfg)
+    assert "tcp dport { 80, 443 } redirect to :3129" in text
+    assert "tcp dport { 3128, 9464, 8082 } accept" in text
+    assert "tcp dport 3129 ct status dnat accept" in text
+    assert "tcp dport { 80, 443 } reject with tcp reset" in text, "what escaped the redirect"
     for rule in ("udp dport 443 reject", "tcp dport 853 reject", "udp dport 853 reject"):
         assert rule in text
+    assert cfg.serve_modes() == ["regular", "transparent@3129"]
+    assert cfg.pac_proxy() == "gw.clinic.example:3128"
+
+
+def test_transparent_mode_serves_one_transparent_listener_and_no_pac(tmp_path: Path):
+    cfg = load_gateway(write(tmp_path, VALID))
+    assert cfg.serve_modes() == ["transparent"] and cfg.pac_proxy() is None
 
 
 def test_render_command_prints_the_ruleset(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

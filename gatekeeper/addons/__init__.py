@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from gatekeeper.addons.enforce import Enforcer
+from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.enforce import Conclude, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
+from gatekeeper.addons.pac import PacListener
+from gatekeeper.addons.portal import Portal
 from gatekeeper.addons.runtime import Runtime
+from gatekeeper.addons.terms import Terms
+from gatekeeper.addons.transparent import TransparentIdentity
 
 
 def all_addons(runtime: Runtime | None = None) -> list[object]:
     """The addons in hook order: lifecycle first, then the request path."""
     runtime = runtime or Runtime()
-    return [Lifecycle(runtime), Enforcer(runtime)]
+    terms = Terms(runtime)
+    return [
+        Lifecycle(runtime),
+        TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
+        Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision
+        Enforcer(runtime),
+        terms,
+        Accounts(runtime),
+        Conclude(runtime),  # after every check that may still refuse an allowed flow
+        PacListener(runtime),
+        runtime.recorder,  # last: its `done` writes what the others recorded
+    ]

@@ -84,7 +84,7 @@ class Accounts:
             return
         state_dir = Path(ctx.options.gatekeeper_state_dir)
         try:
-            self.db = StateDB(state_dir)
+            self.db = self.runtime.open_state(state_dir)
             self.sessions = SessionCache.from_db(self.db)
         except (StateError, OSError) as e:
             log.error("state_unavailable", state_dir=str(state_dir), error=str(e))
@@ -95,8 +95,6 @@ class Accounts:
     def done(self) -> None:
         if self.writer is not None:
             self.writer.shutdown(wait=True)  # pending bindings reach the disk before exit
-        if self.db is not None:
-            self.db.close()
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -247,8 +245,7 @@ class Accounts:
         self.runtime.metrics.audited_actions.labels(service, action).inc()
         log.info("audited_action", employee=employee, service=service, action=action)
         if employee is not None:
-            _, db = self._state()
-            self._write(db.record_audited, employee, service, action, dt.datetime.now(dt.UTC))
+            self.runtime.recorder.audited(employee, service, action)
 
     def _form(self, flow: http.HTTPFlow) -> Form | None:
         """The request's fields; None when the body is too large or cannot be decoded or

@@ -6,8 +6,10 @@ import time
 
 from mitmproxy import http
 
+from gatekeeper.addons.portal import PORTAL_KEY, request_form
 from gatekeeper.addons.runtime import (
     DECISION_KEY,
+    REQUEST_FORM_KEY,
     Runtime,
     block_response,
     employee_of,
@@ -31,7 +33,7 @@ class Enforcer:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None:  # answered by an earlier addon (proxy auth, portal)
+        if flow.response is not None or PORTAL_KEY in flow.metadata:  # the portal answers it
             return
         policy = self.runtime.policy
         if policy is None:
@@ -48,24 +50,57 @@ class Enforcer:
         enforce(self.runtime, flow, policy, decision)
 
 
+class Conclude:
+    """Listed after every addon that may still refuse an allowed flow (terms, accounts): a
+    flow that is still allowed when its request is complete is counted and logged here, once,
+    so a request refused by a later check is never also counted as allowed."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        decision = flow.metadata.get(DECISION_KEY)
+        if flow.response is None and isinstance(decision, Decision) and (
+            decision.verdict is Verdict.ALLOW
+        ):
+            service = decision.service or "unknown"
+            runtime = self.runtime
+            runtime.metrics.allowed.labels(service, *runtime.metrics.who(decision.employee)).inc()
+            if decision.reason is Reason.APPROVED and decision.employee:
+                runtime.recorder.used(decision.employee, service)  # the review's "last used"
+            _log_decision(flow, decision, enforced=True)
+
+
 def enforce(runtime: Runtime, flow: http.HTTPFlow, policy: Policy, decision: Decision) -> None:
-    """Apply a decision to a governed flow: record it, log it, count it, block if needed.
+    """Apply a decision to a governed flow: record it; log, count and block if it blocks.
 
     Shared by every addon that decides (access, accounts, terms) so that each decision is
-    handled the same way: in report mode a block is logged and counted, and let through.
+    handled the same way: in report mode a block is logged and counted, and let through. An
+    allow is only recorded here; `Conclude` counts it once every check has passed.
     """
+    flow.metadata[DECISION_KEY] = decision
+    if decision.verdict is Verdict.ALLOW:
+        return
     metrics = runtime.metrics
     who = metrics.who(decision.employee)
-    flow.metadata[DECISION_KEY] = decision
     service = decision.service or "unknown"
-    enforced = True
-    if decision.verdict is Verdict.ALLOW:
-        metrics.allowed.labels(service, *who).inc()
-    elif policy.mode is Mode.REPORT and decision.reason is not Reason.INTERNAL_ERROR:
-        enforced = False
-        metrics.would_block.labels(service, decision.reason.value, *who).inc()
-    else:
+    enforced = policy.mode is not Mode.REPORT or decision.reason is Reason.INTERNAL_ERROR
+    if enforced:
         metrics.blocked.labels(service, decision.reason.value, *who).inc()
+    else:
+        metrics.would_block.labels(service, decision.reason.value, *who).inc()
+    _log_decision(flow, decision, enforced=enforced)
+    if enforced:
+        runtime.recorder.blocked(decision.employee, service, decision.reason.value)
+        form = request_form(runtime, flow, decision)
+        if form is not None:
+            flow.metadata[REQUEST_FORM_KEY] = form
+        flow.response = block_response(flow, decision, policy)
+
+
+def _log_decision(flow: http.HTTPFlow, decision: Decision, *, enforced: bool) -> None:
+    """One `decision` event per governed request: who, what, why; the path without query."""
     request = flow.request
     log.info(
         "decision",
@@ -79,5 +114,3 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, policy: Policy, decision: Dec
         host=request.pretty_host,
         path=request.path.split("?", 1)[0],
     )
-    if decision.blocked and enforced:
-        flow.response = block_response(flow, decision, policy)

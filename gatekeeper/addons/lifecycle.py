@@ -10,11 +10,14 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 import gatekeeper
+from gatekeeper import pac
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import AdminServer, Metrics
+from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
 from gatekeeper.reload import PolicyReloader
+from gatekeeper.state import StateError
 
 
 class Lifecycle:
@@ -66,6 +69,13 @@ class Lifecycle:
             log.error("no_configuration", hint="set gatekeeper_config_dir to the config directory")
             ctx.master.shutdown()
             return
+        state_dir = ctx.options.gatekeeper_state_dir
+        try:
+            self.runtime.open_state(Path(state_dir))  # shared by every addon from here on
+        except (StateError, OSError) as e:
+            log.error("state_unavailable", state_dir=state_dir, error=str(e))
+            ctx.master.shutdown()
+            return
         metrics = self.runtime.metrics
         metrics.build_info.info(
             {"version": gatekeeper.__version__, "mitmproxy": MITMPROXY_VERSION}
@@ -73,6 +83,13 @@ class Lifecycle:
         port = ctx.options.gatekeeper_metrics_port
         if port >= 0 and self.admin is None:
             self.admin = AdminServer(metrics, ctx.options.gatekeeper_metrics_host, port)
+            pending = PendingRequests(lambda: self.runtime.state)
+            metrics.registry.register(
+                PolicyCollector(lambda: self.runtime.policy, pending.read, today=self.runtime.today)
+            )
+            self.admin.routes.update(
+                pac.routes(lambda: self.runtime.policy, pac.proxy_for(ctx.options))
+            )
             self.admin.alive = lambda: self.runtime.policy is not None
             self.admin.ready = lambda: self.runtime.ready and self.runtime.policy is not None
             self.admin.start()

@@ -6,18 +6,23 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mitmproxy import http
 
+from gatekeeper.addons.recorder import Recorder
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason, Verdict
+from gatekeeper.csrf import CsrfTokens
 from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
 from gatekeeper.pages import render
 from gatekeeper.reload import PolicyHolder
+from gatekeeper.state import StateDB, load_secret
 
 DECISION_KEY = "gatekeeper.decision"
 REASON_HEADER = "X-Gatekeeper-Reason"
+REQUEST_FORM_KEY = "gatekeeper.request_form"  # the block page's "Request access" form, if any
 
 log = get_logger("gatekeeper")
 
@@ -29,6 +34,21 @@ class Runtime:
         self.holder = PolicyHolder()
         self.metrics: Metrics = Metrics()
         self.ready = False
+        # The state database, opened once per process by `open_state` (Lifecycle.running) and
+        # shared by every addon; the CSRF keys of the proxy's own forms; the review events.
+        self.state: StateDB | None = None
+        self.csrf: CsrfTokens | None = None
+        self.recorder = Recorder()
+
+    def open_state(self, state_dir: Path) -> StateDB:
+        """Open the state database (once; later calls return it) and start its writer.
+        Raises StateError or OSError when it cannot be used."""
+        if self.state is None:
+            state = StateDB(state_dir)
+            self.csrf = CsrfTokens(load_secret(state_dir))
+            self.recorder.start(state)
+            self.state = state
+        return self.state
 
     @property
     def policy(self) -> Policy | None:
@@ -78,7 +98,7 @@ def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | Non
             action=decision.action,
             approver=policy.approver if policy else "your IT administrator",
             employee=decision.employee,
-            request_form=flow.metadata.get("gatekeeper.request_form"),
+            request_form=flow.metadata.get(REQUEST_FORM_KEY),
         )
         headers["Content-Type"] = "text/html; charset=utf-8"
     else:

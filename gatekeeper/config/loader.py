@@ -9,6 +9,7 @@ accounts) is computed here, once per load.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import ipaddress
 import re
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
 from gatekeeper.core.accounts import normalize_identifier
@@ -33,6 +34,8 @@ from gatekeeper.core.model import (
     Policy,
     Service,
 )
+
+E = TypeVar("E", bound=enum.Enum)
 
 SERVICES_FILE = "services.yaml"
 APPROVALS_FILE = "approvals.yaml"
@@ -164,6 +167,17 @@ class _File:
         self.error(node, f"{what} must be a date (YYYY-MM-DD)")
         return None
 
+    def choice(self, node: Node | None, what: str, choices: type[E], default: E) -> E:
+        """One of an enum's values; `default` when the key is absent."""
+        if node is None:
+            return default
+        try:
+            return choices(node.value)
+        except ValueError:
+            allowed = " or ".join(repr(c.value) for c in choices)
+            self.error(node, f"{what} must be {allowed}, not {node.value!r}")
+            return default
+
     def boolean(self, node: Node, what: str) -> bool:
         if node.kind != "bool":
             self.error(node, f"{what} must be true or false")
@@ -207,13 +221,7 @@ class _Builder:
             return None
         approver = a.string(top.get("approver"), "approver", EMAIL) if "approver" in top else ""
         company_domains = self._company_domains(top.get("company_domains"))
-        mode = Mode.ENFORCE
-        if "mode" in top:
-            value = top["mode"].value
-            if value not in (Mode.ENFORCE, Mode.REPORT):
-                a.error(top["mode"], f"mode must be 'enforce' or 'report', not {value!r}")
-            else:
-                mode = Mode(value)
+        mode = a.choice(top.get("mode"), "mode", Mode, Mode.ENFORCE)
         require_terms = False
         if "require_terms_acknowledgement" in top:
             require_terms = a.boolean(
@@ -555,13 +563,7 @@ class _Builder:
             terms_url = s.string(fields["terms_url"], f"{what}: terms_url")
             if terms_url and not terms_url.startswith(("https://", "http://")):
                 s.error(fields["terms_url"], f"{what}: terms_url must be an http(s) URL")
-        access = Access.APPROVED
-        if "access" in fields:
-            value = fields["access"].value
-            if value not in (Access.APPROVED, Access.EVERYONE):
-                s.error(fields["access"], f"{what}: access must be 'approved' or 'everyone'")
-            else:
-                access = Access(value)
+        access = s.choice(fields.get("access"), f"{what}: access", Access, Access.APPROVED)
         domain_set = frozenset(domains)
         login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
         rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)

@@ -1,0 +1,255 @@
+"""The proxy's own endpoints on governed hosts: `/.well-known/gatekeeper/...` form posts.
+
+A browser blocked on, say, www.facebook.com posts the "Request access" form to
+`https://www.facebook.com/.well-known/gatekeeper/request-access`; the portal claims that flow
+before any access decision, reads the form when its body has arrived, and answers it itself:
+the flow is never forwarded, so the upstream never sees it. Other addons add endpoints of
+their own (the Terms-of-Use acknowledgement) through `routes`.
+
+Forms carry a CSRF token bound to the employee and the service (gatekeeper.csrf). The same
+path on a non-governed host is not ours and passes untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+
+from mitmproxy import ctx, http
+
+from gatekeeper.addons.runtime import Runtime, employee_of, fail_closed, flow_hosts, log, wants_html
+from gatekeeper.core.decision import decide, governing_services
+from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.notify import Notifier, messages
+from gatekeeper.pages import render
+from gatekeeper.state import StateDB
+
+PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
+OUTCOME_HEADER = "X-Gatekeeper-Portal"
+REQUEST_ACCESS_PATH = "/.well-known/gatekeeper/request-access"
+REQUEST_PURPOSE = "request-access"
+REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})
+MAX_FORM_BYTES = 16 * 1024  # a justification is at most 500 characters
+MAX_RETURN_TO = 2048
+DEFAULT_REQUESTS_PER_HOUR = 5
+# The proxy's pages load nothing, post only to their own origin and may not be framed (a
+# framed "I accept" button could be clicked on someone's behalf).
+CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+
+Handler = Callable[[http.HTTPFlow], None]
+
+
+class PortalError(Exception):
+    """A refused portal post: the status, a fixed outcome code and a sentence for the page."""
+
+    def __init__(self, status: int, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.outcome = outcome
+        self.message = message
+
+
+class Portal:
+    """Answers the portal endpoints; listed before the Enforcer, which skips claimed flows."""
+
+    def __init__(self, runtime: Runtime, routes: Mapping[str, Handler] | None = None) -> None:
+        self.runtime = runtime
+        self.routes: dict[str, Handler] = {REQUEST_ACCESS_PATH: self.request_access,
+                                           **(routes or {})}
+        self.notifier: Notifier | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "gatekeeper_requests_per_hour", int, DEFAULT_REQUESTS_PER_HOUR,
+            "How many access requests one employee may submit per hour (429 beyond).",
+        )
+
+    def running(self) -> None:
+        state = self.runtime.state  # opened by Lifecycle.running, which runs first
+        if state is None or self.notifier is not None:
+            return
+        self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
+        self.notifier.start()
+
+    def done(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop()
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        path = flow.request.path.partition("?")[0]
+        if path not in self.routes:
+            return
+        policy = self.runtime.policy
+        if policy is None:
+            raise RuntimeError("no policy loaded")
+        if not governing_services(policy, flow_hosts(flow)):
+            return  # the same path on another site is that site's business
+        flow.metadata[PORTAL_KEY] = path
+        flow.request.stream = False
+        try:
+            _check_post(flow.request)
+        except PortalError as e:
+            flow.response = refusal(e)
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        path = flow.metadata.get(PORTAL_KEY)
+        if path is None or flow.response is not None:
+            return
+        try:
+            self.routes[path](flow)
+        except PortalError as e:
+            flow.response = refusal(e)
+        if flow.response is None:  # a claimed flow must never go upstream
+            raise RuntimeError(f"portal endpoint {path} gave no answer")
+
+    # --- request access ---------------------------------------------------------------------
+
+    def request_access(self, flow: http.HTTPFlow) -> None:
+        runtime = self.runtime
+        policy, decision = decide_flow(runtime, flow)
+        employee, service = decision.employee, decision.service
+        if employee is None or service is None:
+            raise PortalError(403, "unknown_employee", "We could not tell who you are, so you "
+                              "cannot request access. Sign in to the proxy with your office "
+                              "account and try again.")
+        form = flow.request.urlencoded_form
+        return_to = safe_return_to(form.get("return_to", "")) or "/"
+        if decision.verdict is Verdict.ALLOW:
+            flow.response = page(200, "already_allowed", "You already have access",
+                                 "Your access to this service is approved: nothing to request.",
+                                 return_to=return_to)
+            return
+        if decision.reason not in REQUESTABLE:
+            raise PortalError(403, "not_requestable", "Access cannot be requested here.")
+        check_csrf(runtime, form.get("csrf", ""), REQUEST_PURPOSE, employee, service)
+        state = require_state(runtime)
+        now = dt.datetime.now(dt.UTC)
+        limit = ctx.options.gatekeeper_requests_per_hour
+        if state.count_recent_requests(employee, now - dt.timedelta(hours=1)) >= limit:
+            log.warning("access_request_rate_limited", employee=employee, service=service)
+            response = refusal(PortalError(
+                429, "rate_limited", f"You have sent {limit} requests in the last hour. Please "
+                f"wait before sending another, or speak to {policy.approver}."))
+            response.headers["Retry-After"] = "3600"
+            flow.response = response
+            return
+        try:
+            request, created = state.submit_request(
+                employee, service, form.get("justification", ""), now,
+                notifications=lambda r: messages(policy, r),
+            )
+        except ValueError as e:  # an empty or overlong justification
+            raise PortalError(400, "invalid_form", str(e)) from e
+        if created:
+            runtime.metrics.access_requests.labels(service).inc()
+            if self.notifier is not None:
+                self.notifier.wake()
+        log.info("access_requested", employee=employee, service=service,
+                 request_id=request.id, created=created)
+        flow.response = _html(200, "request_recorded" if created else "request_updated", render(
+            "request_sent.html", service_name=policy.services[service].name,
+            approver=policy.approver, request_id=request.id, created=created,
+            justification=request.justification, return_to=return_to,
+        ))
+
+
+# --- shared by the endpoints and the block page ----------------------------------------------
+
+
+def request_form(
+    runtime: Runtime, flow: http.HTTPFlow, decision: Decision
+) -> dict[str, str] | None:
+    """The block page's "Request access" form, for a browser of a known employee whose access
+    is not (or no longer) approved; None when the page should not offer one."""
+    employee, service = decision.employee, decision.service
+    if (decision.reason not in REQUESTABLE or employee is None or service is None
+            or runtime.csrf is None or not wants_html(flow)):
+        return None
+    return {
+        "action": REQUEST_ACCESS_PATH,
+        "csrf": runtime.csrf.issue(REQUEST_PURPOSE, employee, service, time.time()),
+        "return_to": return_path(flow),
+    }
+
+
+def decide_flow(runtime: Runtime, flow: http.HTTPFlow) -> tuple[Policy, Decision]:
+    policy = runtime.policy
+    if policy is None:
+        raise RuntimeError("no policy loaded")
+    employee = employee_of(flow, policy)
+    return policy, decide(policy, employee, flow_hosts(flow), runtime.today())
+
+
+def check_csrf(runtime: Runtime, token: str, purpose: str, employee: str, subject: str) -> None:
+    if runtime.csrf is None or not runtime.csrf.valid(token, purpose, employee, subject,
+                                                     time.time()):
+        log.warning("portal_csrf_refused", employee=employee, purpose=purpose)
+        raise PortalError(403, "csrf_invalid", "This form has expired or did not come from "
+                          "this page. Go back, reload the page and try again.")
+
+
+def require_state(runtime: Runtime) -> StateDB:
+    if runtime.state is None:
+        raise RuntimeError("the state database is not open")
+    return runtime.state
+
+
+def return_path(flow: http.HTTPFlow) -> str:
+    """Where to send the browser back to: the page it asked for (GET), else the site's root."""
+    path = flow.request.path
+    if flow.request.method == "GET" and safe_return_to(path):
+        return path
+    return "/"
+
+
+def safe_return_to(value: str) -> str | None:
+    """`value` if it is a path on this host (so a redirect to it cannot leave the site), else
+    None: no scheme, no `//host`, no backslash (browsers read `/\\host` as `//host`), no
+    control characters."""
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or len(value) > MAX_RETURN_TO or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):
+        return None
+    return value
+
+
+def page(status: int, outcome: str, heading: str, message: str, *,
+         return_to: str | None = None) -> http.Response:
+    """A short page of the proxy's own: a heading, a sentence and maybe a way back."""
+    body = render("portal.html", heading=heading, message=message, outcome=outcome,
+                  return_to=return_to)
+    return _html(status, outcome, body)
+
+
+def refusal(error: PortalError) -> http.Response:
+    return page(error.status, error.outcome, "Request not accepted", error.message)
+
+
+def _html(status: int, outcome: str, body: bytes) -> http.Response:
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": CSP,
+        OUTCOME_HEADER: outcome,
+    }
+    return http.Response.make(status, body, headers)
+
+
+def _check_post(request: http.Request) -> None:
+    """Before the body is read: only a form post of a sane size is read at all."""
+    if request.method != "POST":
+        raise PortalError(405, "method_not_allowed", "This address only accepts a form post.")
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        raise PortalError(413, "body_too_large", "The form is too large.")
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise PortalError(415, "invalid_form", "The form could not be read.")

@@ -1,0 +1,170 @@
+"""Terms of Use: an approved employee accepts the service's current terms before using it.
+
+For an allowed flow whose grant requires it (`Policy.terms_required`) and whose employee has
+not accepted the service's current `terms_url`, the request is blocked with reason
+`terms_not_acknowledged` through the shared `enforce()` (so report mode, metrics, the log and
+the review record stay the same as for every other block). A browser gets an interstitial
+instead of the block page, still 403 with the reason header (nothing of the service was
+served): a link to the terms and an "I have read and accept" button that posts to
+`/.well-known/gatekeeper/acknowledge-terms` (a portal endpoint); the acceptance is recorded
+and the browser is sent (303) back to the page it asked for. A changed `terms_url` asks again.
+
+The terms page itself passes when it lives on the service's own host (Facebook's terms are on
+facebook.com), so that the link works. Acceptances are kept in memory (loaded at start,
+added on accept): the request path never reads the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from urllib.parse import urlsplit
+
+from mitmproxy import http
+
+from gatekeeper.addons.enforce import enforce
+from gatekeeper.addons.portal import (
+    CSP,
+    OUTCOME_HEADER,
+    Handler,
+    PortalError,
+    check_csrf,
+    decide_flow,
+    require_state,
+    return_path,
+    safe_return_to,
+)
+from gatekeeper.addons.runtime import (
+    DECISION_KEY,
+    REASON_HEADER,
+    Runtime,
+    fail_closed,
+    log,
+    wants_html,
+)
+from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.pages import render
+
+ACKNOWLEDGE_TERMS_PATH = "/.well-known/gatekeeper/acknowledge-terms"
+TERMS_PURPOSE = "acknowledge-terms"
+
+
+class Terms:
+    """Listed after the Enforcer: it reads the decision and only acts on allowed flows."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.acknowledged: set[tuple[str, str, str]] = set()  # (employee, service, terms_url)
+
+    def endpoints(self) -> dict[str, Handler]:
+        """The portal endpoint this addon answers."""
+        return {ACKNOWLEDGE_TERMS_PATH: self.acknowledge}
+
+    def running(self) -> None:
+        state = self.runtime.state  # opened by Lifecycle.running, which runs first
+        if state is not None:
+            self.acknowledged = {
+                (a.employee, a.service, a.terms_url) for a in state.acknowledgements()
+            }
+
+    @fail_closed
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        decision = flow.metadata.get(DECISION_KEY)
+        policy = self.runtime.policy
+        if (flow.response is not None or policy is None or not isinstance(decision, Decision)
+                or decision.verdict is not Verdict.ALLOW or decision.reason is not Reason.APPROVED):
+            return
+        terms_url = self.pending_terms(policy, decision)
+        if terms_url is None or _is_terms_page(flow, terms_url):
+            return
+        blocked = Decision(Verdict.BLOCK, Reason.TERMS_NOT_ACKNOWLEDGED, decision.service,
+                           decision.employee)
+        enforce(self.runtime, flow, policy, blocked)
+        if flow.response is not None and wants_html(flow):
+            flow.response = self._interstitial(flow, policy, blocked, terms_url)
+
+    def pending_terms(self, policy: Policy, decision: Decision) -> str | None:
+        """The terms URL the employee still has to accept for this service, if any."""
+        employee, service_id = decision.employee, decision.service or ""
+        grant = policy.grants.get((employee or "", service_id))
+        service = policy.services.get(service_id)
+        if (grant is None or service is None or not service.terms_url
+                or not policy.terms_required(grant)):
+            return None
+        if (grant.employee, service_id, service.terms_url) in self.acknowledged:
+            return None
+        return service.terms_url
+
+    def _interstitial(self, flow: http.HTTPFlow, policy: Policy, blocked: Decision,
+                      terms_url: str) -> http.Response:
+        employee, service_id = blocked.employee or "", blocked.service or ""
+        csrf = self.runtime.csrf
+        if csrf is None:
+            raise RuntimeError("the state database is not open")
+        body = render(
+            "terms.html",
+            service_name=policy.services[service_id].name,
+            terms_url=terms_url,
+            action=ACKNOWLEDGE_TERMS_PATH,
+            csrf=csrf.issue(TERMS_PURPOSE, employee, _subject(service_id, terms_url),
+                            time.time()),
+            return_to=return_path(flow),
+            reason=blocked.reason.value,
+            employee=employee,
+        )
+        headers = {
+            REASON_HEADER: blocked.reason.value,
+            "Content-Type": "text/html; charset=utf-8",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": CSP,
+        }
+        return http.Response.make(403, body, headers)
+
+    # --- the portal endpoint ----------------------------------------------------------------
+
+    def acknowledge(self, flow: http.HTTPFlow) -> None:
+        """Record the acceptance of the service's current terms and go back (303)."""
+        policy, decision = decide_flow(self.runtime, flow)
+        employee, service_id = decision.employee, decision.service or ""
+        service = policy.services.get(service_id)
+        if decision.verdict is not Verdict.ALLOW or employee is None or service is None:
+            raise PortalError(403, "not_allowed", "Your access to this service is not approved, "
+                              "so there are no terms to accept.")
+        terms_url = service.terms_url
+        if not terms_url:
+            raise PortalError(404, "no_terms", "This service has no Terms of Use to accept.")
+        form = flow.request.urlencoded_form
+        # The token names the terms URL the page showed: a changed URL needs a fresh page.
+        check_csrf(self.runtime, form.get("csrf", ""), TERMS_PURPOSE, employee,
+                   _subject(service_id, terms_url))
+        return_to = safe_return_to(form.get("return_to", ""))
+        if return_to is None:
+            log.warning("terms_return_to_refused", employee=employee, service=service_id)
+            raise PortalError(400, "bad_return_to", "The address to go back to is not a page "
+                              "of this site.")
+        require_state(self.runtime).acknowledge(employee, service_id, terms_url,
+                                                dt.datetime.now(dt.UTC))
+        self.acknowledged.add((employee, service_id, terms_url))
+        log.info("terms_acknowledged", employee=employee, service=service_id,
+                 terms_url=terms_url)
+        flow.response = http.Response.make(
+            303, b"", {"Location": return_to, "Cache-Control": "no-store",
+                       OUTCOME_HEADER: "terms_acknowledged"},
+        )
+
+
+def _subject(service: str, terms_url: str) -> str:
+    return f"{service} {terms_url}"
+
+
+def _is_terms_page(flow: http.HTTPFlow, terms_url: str) -> bool:
+    """Whether the flow reads exactly the terms page (its host and path, any query)."""
+    request = flow.request
+    if request.method not in ("GET", "HEAD"):
+        return False
+    terms = urlsplit(terms_url)
+    return (
+        normalize_host(request.pretty_host) == normalize_host(terms.hostname or "")
+        and request.path.partition("?")[0] == (terms.path or "/")
+    )
