@@ -6,7 +6,8 @@ Needs root (a private mount namespace maps the fake host names in /etc/hosts for
 proxies), Debian's `nginx` (the upstream, TLS on loopback) and `hey` (the load generator).
 Every load is bounded by a request count; everything listens on 127.0.0.1 only.
 
-Scenarios (each a fixed number of requests through the proxy, keep-alive unless said):
+Scenarios (each a fixed number of requests through the proxy, keep-alive unless said; each
+run --repeat times, the median run reported, since a small VM's numbers wander):
 - passthrough:   HTTPS to a non-social site. gatekeeper relays it undecrypted; the
                  baselines are mitmdump relaying it (`ignore_hosts`) and mitmdump decrypting
                  it (its default).
@@ -237,6 +238,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=4000, help="requests per scenario")
     parser.add_argument("--concurrency", type=int, default=20, help="concurrent clients")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs per scenario; the median run is reported")
     parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
     for tool in ("nginx", "hey", "unshare", "openssl"):
@@ -300,8 +303,11 @@ def main() -> int:
                     rss[label] = proxy.rss_mib()
                     for scenario, url, keepalive in scenarios:
                         hey(url, port, min(200, args.requests), args.concurrency, keepalive)
-                        rps, p50, p99, statuses = hey(url, port, args.requests,
-                                                      args.concurrency, keepalive)
+                        runs = sorted(
+                            hey(url, port, args.requests, args.concurrency, keepalive)
+                            for _ in range(args.repeat)
+                        )
+                        rps, p50, p99, statuses = runs[len(runs) // 2]  # the median run
                         results.append(Result(scenario, label, rps, p50, p99, statuses))
                         print(f"{label:26} {scenario:52} {rps:9.0f} req/s  p50 {p50:6.1f} ms"
                               f"  p99 {p99:6.1f} ms  [{statuses}]", flush=True)
@@ -324,7 +330,8 @@ def render(results: list[Result], rss: dict[str, float], decisions: dict[str, fl
     by_key = {(r.scenario, r.proxy): r for r in results}
     lines = [
         f"Run on {dt.date.today()}: `{' '.join(['bench/run.py', *sys.argv[1:]])}`, "
-        f"{args.requests} requests per scenario, {args.concurrency} concurrent clients (hey), "
+        f"{args.requests} requests per run, median of {args.repeat} runs per scenario, "
+        f"{args.concurrency} concurrent clients (hey), "
         f"nginx upstream on loopback, 1 KiB responses.",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}, "
         f"Python {platform.python_version()}, {platform.platform()}.",

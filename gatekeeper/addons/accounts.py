@@ -55,6 +55,7 @@ DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 LOGIN_WINDOW_SECONDS = 600.0
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 DECODE_CHUNK = 16 * 1024
+TARGET_KEY = "gatekeeper.target"
 
 
 class Accounts:
@@ -300,10 +301,14 @@ def _governed(
 
 
 def _target(flow: http.HTTPFlow) -> Target:
-    request = flow.request
-    path, _, query = request.path.partition("?")
-    hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
-    return make_target(request.method, hosts, path, query)
+    """What the catalog rules look at; built once per flow (both request hooks need it)."""
+    target = flow.metadata.get(TARGET_KEY)
+    if target is None:
+        request = flow.request
+        path, _, query = request.path.partition("?")
+        hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
+        target = flow.metadata[TARGET_KEY] = make_target(request.method, hosts, path, query)
+    return target
 
 
 def _expires_now(attrs) -> bool:

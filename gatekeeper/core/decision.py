@@ -50,5 +50,9 @@ def decide(
     services = governing_services(policy, hosts)
     if not services:
         return NOT_GOVERNED
-    decisions = [decide_service(policy, employee, s, today) for s in services]
-    return next((d for d in decisions if d.blocked), decisions[0])
+    decision = decide_service(policy, employee, services[0], today)
+    for other in services[1:]:  # rare: one request naming two services; any block wins
+        if decision.blocked:
+            break
+        decision = decide_service(policy, employee, other, today)
+    return decision

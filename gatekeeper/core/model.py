@@ -152,8 +152,23 @@ class AddressIndex:
 
     exact: Mapping[ipaddress.IPv4Address | ipaddress.IPv6Address, str]
     networks: tuple[tuple[IPNetwork, str], ...]
+    # address string -> employee: an office has a few hundred devices at most (bounded anyway)
+    _memo: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def lookup(self, address: str) -> str | None:
+        """The employee whose `addresses` cover `address` (a client's peer address)."""
+        memo = self._memo
+        try:
+            return memo[address]
+        except KeyError:
+            pass
+        found = self._find(address)
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[address] = found
+        return found
+
+    def _find(self, address: str) -> str | None:
         try:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
