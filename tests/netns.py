@@ -15,7 +15,6 @@ import socket
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -182,14 +181,6 @@ def _veth(left: Namespace, left_name: str, right: Namespace, right_name: str) ->
     right.run(["ip", "link", "set", right_name, "up"])
 
 
-def wait_until(condition: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll `condition()` until it returns a true value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def original_destination(conn: socket.socket) -> str:

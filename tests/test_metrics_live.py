@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from support import configs
 from support.proxy import GatekeeperProcess
+from support.waiting import wait_until
 from test_prometheus_rules import METRICS_DOC, documented_metrics, metric_names_used
 
 from gatekeeper.metrics import AdminServer, Metrics
@@ -75,11 +74,6 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
-        time.sleep(0.05)
 
 
 def drive_decisions(proxy: GatekeeperProcess, fake_sites) -> None:

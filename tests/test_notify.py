@@ -10,8 +10,7 @@ import email.policy
 import json
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from support import configs
 from support.proxy import free_port
+from support.waiting import wait_until
 
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
@@ -102,11 +102,6 @@ def smtp_settings(port: int) -> dict:
             "to": [configs.APPROVER]}
 
 
-def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def submit(db: StateDB, policy: Policy, employee: str = "bob", service: str = "facebook"):

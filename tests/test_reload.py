@@ -4,11 +4,11 @@ edit can be broken. Waits on conditions, never on fixed sleeps."""
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.waiting import eventually
 
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import Metrics
@@ -48,13 +48,6 @@ APPROVALS_MORE = APPROVALS + """\
 ENFORCED_WITHIN = 1.0  # seconds from the save to the new policy in force (issue contract)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class Watched:
@@ -83,7 +76,7 @@ class Watched:
         return set(self.holder.policy.grants)
 
     def wait_granted(self, expected: set[tuple[str, str]]) -> bool:
-        return wait_for(lambda: self.granted() == expected, ENFORCED_WITHIN)
+        return eventually(lambda: self.granted() == expected, ENFORCED_WITHIN)
 
 
 BEFORE = {("alice", "linkedin")}
@@ -166,7 +159,7 @@ BROKEN_EDITS = {
 def test_broken_edit_keeps_last_good_policy(watched: Watched, broken: str) -> None:
     good = watched.holder.policy
     save_in_place(watched.config_dir / "approvals.yaml", broken)
-    assert wait_for(lambda: watched.reloads("failure") >= 1, ENFORCED_WITHIN)
+    assert eventually(lambda: watched.reloads("failure") >= 1, ENFORCED_WITHIN)
     assert watched.holder.policy is good
     assert watched.gauge("gatekeeper_config_last_reload_successful") == 0
     # then fixing the file is picked up as usual
@@ -178,10 +171,10 @@ def test_broken_edit_keeps_last_good_policy(watched: Watched, broken: str) -> No
 def test_deleted_file_keeps_last_good_policy(watched: Watched) -> None:
     good = watched.holder.policy
     (watched.config_dir / "services.yaml").unlink()
-    assert wait_for(lambda: watched.reloads("failure") == 1, ENFORCED_WITHIN)
+    assert eventually(lambda: watched.reloads("failure") == 1, ENFORCED_WITHIN)
     assert watched.holder.policy is good
     (watched.config_dir / "services.yaml").write_text(SERVICES)
-    assert wait_for(lambda: watched.reloads("success") == 2, ENFORCED_WITHIN)
+    assert eventually(lambda: watched.reloads("success") == 2, ENFORCED_WITHIN)
 
 
 def test_burst_of_writes_is_debounced(watched: Watched) -> None:
@@ -198,7 +191,7 @@ def test_untouched_files_cause_no_reload(watched: Watched) -> None:
     (watched.config_dir / "notes.txt").write_text("unrelated file in the directory")
     (watched.config_dir / "approvals.yaml").read_text()
     # wait on the one thing a spurious reload would do: nothing may change
-    assert not wait_for(lambda: watched.reloads("success") > 1, 0.6)
+    assert not eventually(lambda: watched.reloads("success") > 1, 0.6)
     assert watched.changes == [watched.holder.policy]
 
 
@@ -219,4 +212,4 @@ def test_poll_catches_a_missed_event(tmp_path: Path) -> None:
 
 def test_forced_reload_counts_even_if_unchanged(watched: Watched) -> None:
     watched.reloader.trigger(force=True)
-    assert wait_for(lambda: watched.reloads("success") == 2, ENFORCED_WITHIN)
+    assert eventually(lambda: watched.reloads("success") == 2, ENFORCED_WITHIN)
