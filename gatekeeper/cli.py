@@ -22,6 +22,7 @@ from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import accounts_of, login_rule, make_target
 from gatekeeper.core.model import REASON_TEXT, Decision, Mode, Policy, Verdict
 from gatekeeper.gateway import apply_serve_defaults
+from gatekeeper.logs import LEVELS, LOG_FORMATS
 from gatekeeper.pac import add_pac_serve_arguments
 
 DEFAULT_CONFIG_DIR = "config"
@@ -92,9 +93,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     add_pac_serve_arguments(p)
     p.add_argument("--metrics-employee-label", action="store_true",
                    help="add an employee label to the decision counters (off by default)")
-    p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
                    help="log format (default: console on a terminal, JSON otherwise)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+    p.add_argument("--log-level", choices=LEVELS,
                    default="info", help="lowest level logged (default: info)")
     p.add_argument("--set", dest="mitmproxy_options", action="append", default=[],
                    metavar="OPTION=VALUE",

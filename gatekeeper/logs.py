@@ -13,6 +13,7 @@ from typing import Literal
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
 LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -307,7 +307,6 @@ class StateDB:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._lock = threading.Lock()
-        self._secret: bytes | None = None
         _ensure_private_dir(self.state_dir)
         _create_private_file(self.path)
         self._conn = sqlite3.connect(
@@ -522,37 +521,12 @@ class StateDB:
             ).fetchone()
         return Acknowledgement(employee, service, terms_url, _parse(row[0]))
 
-    def has_acknowledged(self, employee: str, service: str, terms_url: str) -> bool:
-        """Whether `employee` accepted exactly this `terms_url` (a changed URL asks again)."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT 1 FROM terms_acknowledgements"
-                " WHERE employee = ? AND service = ? AND terms_url = ?",
-                (employee, service, terms_url),
-            ).fetchone()
-        return row is not None
-
     def acknowledgements(self) -> list[Acknowledgement]:
         """Every acknowledgement, oldest first."""
         with self._lock:
             return _acknowledgements(self._conn)
 
     # --- session bindings -------------------------------------------------------------------
-
-    def session_digest(self, service: str, cookie_value: str) -> bytes:
-        """The keyed hash that stands for a session cookie value."""
-        if self._secret is None:
-            self._secret = load_secret(self.state_dir)
-        return session_digest(self._secret, service, cookie_value)
-
-    def bind_session(
-        self, service: str, cookie_value: str, employee: str, now: dt.datetime,
-        keep: int = KEEP_BINDINGS,
-    ) -> Binding:
-        """Bind a session cookie value to `employee`, keeping their `keep` most recent ones."""
-        binding = Binding(service, self.session_digest(service, cookie_value), employee, now)
-        self.store_bindings([binding], keep)
-        return binding
 
     def store_bindings(self, bindings: Iterable[Binding], keep: int = KEEP_BINDINGS) -> None:
         """Persist bindings made in memory (see `SessionCache.bind`), in one transaction.
@@ -578,17 +552,6 @@ class StateDB:
                     (employee, service, keep),
                 )
 
-    def session_owner(self, service: str, cookie_value: str) -> str | None:
-        """The employee a session cookie value is bound to (a database read: the proxy uses
-        `SessionCache.owner` instead)."""
-        digest = self.session_digest(service, cookie_value)
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT employee FROM session_bindings WHERE service = ? AND digest = ?",
-                (service, digest),
-            ).fetchone()
-        return row[0] if row else None
-
     def load_bindings(self) -> list[Binding]:
         """Every binding, oldest first (to fill a `SessionCache` at start)."""
         with self._lock:
@@ -606,25 +569,7 @@ class StateDB:
             for event in events:
                 _record(conn, event)
 
-    def record_block(
-        self, employee: str | None, service: str, reason: str, at: dt.datetime
-    ) -> None:
-        self.record_many([BlockedAttempt(employee, service, reason, at)])
-
-    def record_audited(self, employee: str, service: str, action: str, at: dt.datetime) -> None:
-        self.record_many([AuditedAction(employee, service, action, at)])
-
-    def touch_usage(self, employee: str, service: str, at: dt.datetime) -> None:
-        self.record_many([GrantUse(employee, service, at)])
-
     # --- notification outbox ----------------------------------------------------------------
-
-    def enqueue_notification(
-        self, request_id: str, channel: str, payload_json: str, now: dt.datetime
-    ) -> int:
-        """Queue a message about a request; it stays queued until `mark_sent`."""
-        with self._write() as conn:
-            return _enqueue(conn, request_id, channel, payload_json, _ts(now))
 
     def due_notifications(self, now: dt.datetime, limit: int = 100) -> list[Notification]:
         """Unsent messages whose next attempt is due, oldest first. One process (the proxy)
@@ -653,16 +598,6 @@ class StateDB:
                 " last_error = ? WHERE id = ? AND sent_at IS NULL",
                 (_ts(retry_at), _clean_line(error)[:500], notification_id),
             )
-
-    def notification(self, notification_id: int) -> Notification:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?",
-                (notification_id,),
-            ).fetchone()
-        if row is None:
-            raise StateError(f"no notification with id {notification_id}")
-        return _notification(row)
 
     # --- access review ----------------------------------------------------------------------
 
@@ -858,13 +793,12 @@ def _insert_request(
 
 def _enqueue(
     conn: sqlite3.Connection, request_id: str, channel: str, payload: str, stamp: str
-) -> int:
-    cursor = conn.execute(
+) -> None:
+    conn.execute(
         "INSERT INTO notifications (request_id, channel, payload, created, next_attempt)"
         " VALUES (?, ?, ?, ?, ?)",
         (request_id, channel, payload, stamp, stamp),
     )
-    return int(cursor.lastrowid or 0)
 
 
 def _notification(row: tuple[Any, ...]) -> Notification:

@@ -23,6 +23,7 @@ from gatekeeper.state import (
     PENDING,
     AuditedAction,
     BlockedAttempt,
+    GrantUse,
     StateDB,
 )
 
@@ -323,17 +324,16 @@ def reviewed(tmp_path: Path) -> Approver:
         db.submit_request("carol", "x", "Watch the health ministry's posts", NOW - 3 * hour)
         approved, _ = db.submit_request("bob", "x", "Clinic news", NOW - 2 * hour)
         db.decide_request(approved.id, APPROVED, configs.APPROVER, None, NOW - hour)
-        for _ in range(3):
-            db.record_block("bob", "linkedin", "not_approved", NOW - hour)
-        db.record_block("bob", "linkedin", "not_approved", NOW - dt.timedelta(days=60))
         db.record_many([
+            *(BlockedAttempt("bob", "linkedin", "not_approved", NOW - hour) for _ in range(3)),
+            BlockedAttempt("bob", "linkedin", "not_approved", NOW - dt.timedelta(days=60)),
             BlockedAttempt("alice", "linkedin", "personal_account", NOW - hour),
             BlockedAttempt("alice", "linkedin", "personal_account", NOW - hour),
             BlockedAttempt(None, "x", "unknown_employee", NOW - hour),
             AuditedAction("bob", "facebook", "create_group", NOW - 2 * hour),
             AuditedAction("bob", "facebook", "create_group", NOW - dt.timedelta(days=45)),
+            GrantUse("alice", "linkedin", NOW - hour),
         ])
-        db.touch_usage("alice", "linkedin", NOW - hour)
         db.acknowledge("alice", "linkedin", LINKEDIN_TERMS, NOW - 4 * hour)
         db.acknowledge("alice", "linkedin", "https://www.linkedin.com/old-terms",
                        NOW - dt.timedelta(days=100))

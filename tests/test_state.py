@@ -54,13 +54,29 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def stored_owners(
+    db: StateDB, service: str, values: list[str], keep: int = state.KEEP_BINDINGS
+) -> list[str | None]:
+    """The owners as the database has them: a cache freshly loaded from it, as after a
+    restart of the proxy."""
+    cache = SessionCache.from_db(db, keep)
+    return [cache.owner(service, value) for value in values]
+
+
+def acknowledged(db: StateDB, employee: str, service: str, terms_url: str) -> bool:
+    return any(
+        (a.employee, a.service, a.terms_url) == (employee, service, terms_url)
+        for a in db.acknowledgements()
+    )
+
+
 # --- files and migrations -------------------------------------------------------------------
 
 
 def test_files_are_private_and_wal(state_dir: Path) -> None:
     with StateDB(state_dir) as db:
         db.submit_request("alice", "facebook", "campaign", at())
-        db.bind_session("facebook", "cookie-1", "alice", at())
+        db.store_bindings([SessionCache.from_db(db).bind("facebook", "cookie-1", "alice", at())])
         assert mode(state_dir) == 0o700
         assert mode(state_dir / "gatekeeper.db") == 0o600
         assert mode(state_dir / "gatekeeper.db-wal") == 0o600
@@ -70,7 +86,7 @@ def test_files_are_private_and_wal(state_dir: Path) -> None:
     key = (state_dir / "secret.key").read_bytes()
     assert len(key) == 32
     with StateDB(state_dir) as again:  # the key is reused: old bindings still resolve
-        assert again.session_owner("facebook", "cookie-1") == "alice"
+        assert stored_owners(again, "facebook", ["cookie-1"]) == ["alice"]
     assert (state_dir / "secret.key").read_bytes() == key
 
 
@@ -221,12 +237,12 @@ def test_naive_times_are_refused(db: StateDB) -> None:
 
 def test_acknowledgements(db: StateDB) -> None:
     terms = "https://www.facebook.com/terms.php"
-    assert not db.has_acknowledged("alice", "facebook", terms)
+    assert not acknowledged(db, "alice", "facebook", terms)
     first = db.acknowledge("alice", "facebook", terms, at())
     assert db.acknowledge("alice", "facebook", terms, at(30)) == first  # first time kept
-    assert db.has_acknowledged("alice", "facebook", terms)
-    assert not db.has_acknowledged("alice", "facebook", terms + "?v=2")  # changed: ask again
-    assert not db.has_acknowledged("bob", "facebook", terms)
+    assert acknowledged(db, "alice", "facebook", terms)
+    assert not acknowledged(db, "alice", "facebook", terms + "?v=2")  # changed: ask again
+    assert not acknowledged(db, "bob", "facebook", terms)
     db.acknowledge("bob", "linkedin", "https://www.linkedin.com/legal/user-agreement", at(5))
     assert [(a.employee, a.service, a.acknowledged_at) for a in db.acknowledgements()] == [
         ("alice", "facebook", at()), ("bob", "linkedin", at(5))
@@ -240,15 +256,16 @@ COOKIES = [f"AQEDAT-secret-session-{n:02d}-x9Zq" for n in range(8)]
 
 def test_bindings_are_keyed_hashes_never_values(state_dir: Path) -> None:
     with StateDB(state_dir) as db:
+        cache = SessionCache.from_db(db)
         for n, value in enumerate(COOKIES[:3]):
-            db.bind_session("linkedin", value, "alice", at(n))
-        assert db.session_owner("linkedin", COOKIES[0]) == "alice"
-        assert db.session_owner("facebook", COOKIES[0]) is None  # the service is in the hash
-        assert db.session_owner("linkedin", "never-bound") is None
+            db.store_bindings([cache.bind("linkedin", value, "alice", at(n))])
+        assert cache.owner("linkedin", COOKIES[0]) == "alice"
+        assert cache.owner("facebook", COOKIES[0]) is None  # the service is in the hash
+        assert cache.owner("linkedin", "never-bound") is None
         stored = b"".join(p.read_bytes() for p in state_dir.iterdir() if p.is_file())
     with StateDB(state_dir) as db:
         stored += b"".join(p.read_bytes() for p in state_dir.iterdir() if p.is_file())
-        assert db.session_owner("linkedin", COOKIES[2]) == "alice"  # survives a restart
+        assert stored_owners(db, "linkedin", [COOKIES[2]]) == ["alice"]  # survives a restart
     for value in COOKIES[:3]:
         assert value.encode() not in stored
         assert value.encode("utf-16-le") not in stored
@@ -259,14 +276,15 @@ def test_bindings_are_keyed_hashes_never_values(state_dir: Path) -> None:
 
 
 def test_binding_cap_keeps_most_recent_per_employee_and_service(db: StateDB) -> None:
-    db.bind_session("linkedin", "bob-device", "bob", at())
+    cache = SessionCache.from_db(db)
+    db.store_bindings([cache.bind("linkedin", "bob-device", "bob", at())])
     for n, value in enumerate(COOKIES[:7]):
-        db.bind_session("linkedin", value, "alice", at(n + 1))
-    owners = [db.session_owner("linkedin", v) for v in COOKIES[:7]]
+        db.store_bindings([cache.bind("linkedin", value, "alice", at(n + 1))])
+    owners = stored_owners(db, "linkedin", COOKIES[:7])
     assert owners == [None, None, "alice", "alice", "alice", "alice", "alice"]
-    assert db.session_owner("linkedin", "bob-device") == "bob"  # another employee's stay
-    db.bind_session("linkedin", COOKIES[6], "bob", at(20))  # re-issued to bob's login
-    assert db.session_owner("linkedin", COOKIES[6]) == "bob"
+    assert stored_owners(db, "linkedin", ["bob-device"]) == ["bob"]  # another employee's stay
+    db.store_bindings([cache.bind("linkedin", COOKIES[6], "bob", at(20))])  # bob's login now
+    assert stored_owners(db, "linkedin", [COOKIES[6]]) == ["bob"]
     assert len([b for b in db.load_bindings() if b.employee == "alice"]) == 4
 
 
@@ -278,14 +296,14 @@ def test_session_cache_matches_database(state_dir: Path) -> None:
         db.store_bindings(batch, keep=3)
         in_memory = [cache.owner("x", v) for v in [*COOKIES[:5], "bob-phone"]]
         assert in_memory == [None, None, "alice", "alice", "alice", "bob"]
-        assert [db.session_owner("x", v) for v in [*COOKIES[:5], "bob-phone"]] == in_memory
+        assert stored_owners(db, "x", [*COOKIES[:5], "bob-phone"], keep=3) == in_memory
     with StateDB(state_dir) as db:  # after a restart the proxy rebuilds the same view
         restarted = SessionCache.from_db(db, keep=3)
         assert [restarted.owner("x", v) for v in [*COOKIES[:5], "bob-phone"]] == in_memory
         moved = restarted.bind("x", COOKIES[4], "bob", at(10))
         assert restarted.owner("x", COOKIES[4]) == "bob"
         db.store_bindings([moved], keep=3)
-        assert db.session_owner("x", COOKIES[4]) == "bob"
+        assert stored_owners(db, "x", [COOKIES[4]], keep=3) == ["bob"]
 
 
 def test_two_processes_agree_on_the_secret(state_dir: Path) -> None:
@@ -315,8 +333,8 @@ def test_events_batch(db: StateDB) -> None:
             GrantUse("bob", "facebook", at(3)),  # late in a batch: last_seen never goes back
         ]
     )
-    db.record_block("alice", "x", "personal_account", at(days=1))
-    db.touch_usage("bob", "facebook", at(6))
+    db.record_many([BlockedAttempt("alice", "x", "personal_account", at(days=1))])
+    db.record_many([GrantUse("bob", "facebook", at(6))])
     review = db.review(at(-60))
     assert [(b.employee, b.reason, b.count, b.first_at, b.last_at) for b in review.blocked] == [
         ("alice", "personal_account", 3, at(1), at(days=1)),
@@ -354,7 +372,9 @@ def test_notification_outbox_retries_until_sent(db: StateDB) -> None:
     assert db.review(at()).undelivered_notifications == 1
     db.mark_sent(smtp.id, at(11))
     assert db.due_notifications(at(days=30)) == []
-    assert db.notification(smtp.id).sent_at == at(11)
+    with sqlite3.connect(db.path) as raw:
+        sent_at = raw.execute("SELECT sent_at FROM notifications WHERE id = ?", (smtp.id,))
+        assert dt.datetime.fromisoformat(sent_at.fetchone()[0]) == at(11)
     assert db.review(at()).undelivered_notifications == 0
 
 
@@ -365,9 +385,13 @@ def test_request_and_its_notifications_are_recorded_together(db: StateDB) -> Non
     with pytest.raises(RuntimeError):
         db.submit_request("alice", "facebook", "campaign", at(), broken)
     assert db.all_requests() == []
-    request, _ = db.submit_request("alice", "facebook", "campaign", at(1))
-    notification_id = db.enqueue_notification(request.id, "webhook", "{}", at(2))
-    assert [n.id for n in db.due_notifications(at(2))] == [notification_id]
+    assert db.due_notifications(at(days=1)) == []
+    request, _ = db.submit_request(
+        "alice", "facebook", "campaign", at(1), lambda r: [("webhook", "{}")]
+    )
+    assert [(n.request_id, n.channel) for n in db.due_notifications(at(1))] == [
+        (request.id, "webhook")
+    ]
 
 
 # --- several users at once ------------------------------------------------------------------
@@ -427,7 +451,7 @@ def test_threads_share_one_connection(db: StateDB) -> None:
     def work(worker: int) -> None:
         try:
             for n in range(50):
-                db.touch_usage(f"w{worker}", "x", at(n))
+                db.record_many([GrantUse(f"w{worker}", "x", at(n))])
                 db.pending_requests()
         except BaseException as e:  # reported below
             errors.append(e)
