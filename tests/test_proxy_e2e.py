@@ -365,6 +365,18 @@ def test_invalid_config_at_start_exits_2_with_path_line_and_listens_on_nothing(g
     assert not port_open(proxy.metrics_port)
 
 
+@pytest.mark.parametrize("option", [
+    "ignore_hosts=.*", "tcp_hosts=facebook", "connection_strategy=eager",
+    "stream_large_bodies=1m",
+])
+def test_options_that_would_bypass_the_policy_are_refused(gk, option):
+    """mitmproxy options that would relay governed traffic unchecked stop the start-up."""
+    proxy = gk(args=["--set", option], hosts={}, wait=False)
+    assert proxy.wait_exit() == 2
+    assert "do not set it" in proxy.stderr or "must stay 'lazy'" in proxy.stderr, proxy.stderr
+    assert not port_open(proxy.listen_port)
+
+
 def test_sigterm_stops_with_status_0(gk):
     proxy = gk()
     with urllib.request.urlopen(f"{proxy.metrics_url}/healthz", timeout=TIMEOUT) as health:

@@ -116,6 +116,8 @@ class Accounts:
         if prohibited is not None:
             self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
             return
+        if needs_body(service, target):
+            flow.request.stream = False  # the request hook reads it: never forward it early
         rule = login_rule(service, target)
         length = flow.request.headers.get("content-length", "")
         if rule is not None and length.isdigit() and int(length) > self.max_body:

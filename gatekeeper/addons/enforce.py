@@ -45,8 +45,6 @@ class Enforcer:
         if decision.verdict is Verdict.PASS:
             return
         metrics.decision_duration.observe(time.perf_counter() - started)
-        # A governed body is never streamed: login and action checks need all of it.
-        flow.request.stream = False
         enforce(self.runtime, flow, policy, decision)
 
 
@@ -96,6 +94,7 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, policy: Policy, decision: Dec
         form = request_form(runtime, flow, decision)
         if form is not None:
             flow.metadata[REQUEST_FORM_KEY] = form
+        flow.request.stream = False  # answered here: nothing may be streamed upstream
         flow.response = block_response(flow, decision, policy)
 
 

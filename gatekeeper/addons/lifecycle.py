@@ -60,7 +60,8 @@ class Lifecycle:
             )
         if "gatekeeper_config_dir" in updated and ctx.options.gatekeeper_config_dir:
             self._start_reloader(Path(ctx.options.gatekeeper_config_dir))
-        if updated & {"allow_hosts", "ignore_hosts", "tcp_hosts", "connection_strategy"}:
+        if updated & {"allow_hosts", "ignore_hosts", "tcp_hosts", "connection_strategy",
+                      "stream_large_bodies"}:
             self._check_interception_options()
 
     def running(self) -> None:
@@ -145,6 +146,13 @@ class Lifecycle:
                 raise exceptions.OptionsError(
                     f"{name} would let governed traffic bypass gatekeeper; do not set it"
                 )
+        if ctx.options.stream_large_bodies:
+            # mitmproxy switches a large chunked body to streaming half-way, forwarding it
+            # before the request hook: a login could reach the service unchecked.
+            raise exceptions.OptionsError(
+                "stream_large_bodies would forward request bodies before gatekeeper checks "
+                "them; do not set it"
+            )
         if ctx.options.connection_strategy != "lazy":
             raise exceptions.OptionsError(
                 "connection_strategy must stay 'lazy': a blocked request must never open an "

@@ -137,6 +137,7 @@ def fail_closed(hook: F) -> F:
                 service or "unknown", Reason.INTERNAL_ERROR.value, *runtime.metrics.who(None)
             ).inc()
             flow.metadata[DECISION_KEY] = blocked
+            flow.request.stream = False  # answered here: nothing may be streamed upstream
             flow.response = block_response(flow, blocked, runtime.policy)
 
     return wrapper  # type: ignore[return-value]
