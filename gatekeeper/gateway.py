@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.config.loader import _File
+from gatekeeper.config.loader import FileChecker
 from gatekeeper.config.yamlsrc import ConfigError, Node, read_yaml
 from gatekeeper.core.hosts import validate_domain
 from gatekeeper.core.model import IPNetwork
@@ -96,7 +96,7 @@ def load_gateway(config_dir: Path) -> GatewayConfig:
 
 def parse_gateway(path: Path, root: Node) -> GatewayConfig:
     """Validate a parsed `gateway.yaml`; raises `ConfigError` listing every problem."""
-    f = _File(str(path), [])
+    f = FileChecker(str(path), [])
     top = f.mapping(root, GATEWAY_FILE, required=("mode", "lan"), optional=("proxy", "exempt"))
     if top is None:
         raise ConfigError(f.problems)
@@ -159,7 +159,9 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
     )
 
 
-def _distinct_ports(f: _File, node: Node, ports: dict[str, int | None], mode: GatewayMode) -> None:
+def _distinct_ports(
+    f: FileChecker, node: Node, ports: dict[str, int | None], mode: GatewayMode
+) -> None:
     """Each listener needs its own port (transparent_port is unused in transparent mode)."""
     used = [key for key in DEFAULT_PORTS if ports[key]
             and not (key == "transparent_port" and mode is GatewayMode.TRANSPARENT)]
@@ -169,7 +171,7 @@ def _distinct_ports(f: _File, node: Node, ports: dict[str, int | None], mode: Ga
                 f.error(node, f"proxy: {first} and {second} must differ")
 
 
-def _networks(f: _File, node: Node | None, what: str) -> list[IPNetwork]:
+def _networks(f: FileChecker, node: Node | None, what: str) -> list[IPNetwork]:
     if node is None:
         return []
     networks = []
@@ -181,14 +183,14 @@ def _networks(f: _File, node: Node | None, what: str) -> list[IPNetwork]:
     return networks
 
 
-def _port(f: _File, node: Node, what: str) -> int:
+def _port(f: FileChecker, node: Node, what: str) -> int:
     if node.kind != "int" or not 1 <= node.value <= 65535:
         f.error(node, f"{what} must be a port number (1-65535)")
         return 0
     return int(node.value)
 
 
-def _host(f: _File, node: Node, what: str) -> str | None:
+def _host(f: FileChecker, node: Node, what: str) -> str | None:
     text = f.string(node, what)
     if not text:
         return None

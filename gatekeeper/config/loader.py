@@ -103,8 +103,9 @@ def _read_text(path: Path) -> str:
 
 
 @dataclass
-class _File:
-    """Problem reporting for one file."""
+class FileChecker:
+    """Schema checks for one YAML file, collecting `path:line` problems (shared by every
+    config file: services.yaml, approvals.yaml, gateway.yaml)."""
 
     path: str
     problems: list[Problem]
@@ -206,8 +207,8 @@ class _Builder:
 
     def __init__(self, config_dir: Path) -> None:
         self.problems: list[Problem] = []
-        self.svc = _File(str(config_dir / SERVICES_FILE), self.problems)
-        self.app = _File(str(config_dir / APPROVALS_FILE), self.problems)
+        self.svc = FileChecker(str(config_dir / SERVICES_FILE), self.problems)
+        self.app = FileChecker(str(config_dir / APPROVALS_FILE), self.problems)
 
     def build(self, services_root: Node, approvals_root: Node, sha256: str) -> Policy | None:
         a = self.app
