@@ -12,12 +12,10 @@ from gatekeeper.addons.runtime import (
     REQUEST_FORM_KEY,
     Runtime,
     block_response,
-    employee_of,
+    decide_flow,
     fail_closed,
-    flow_hosts,
     log,
 )
-from gatekeeper.core.decision import decide
 from gatekeeper.core.model import Decision, Mode, Policy, Reason, Verdict
 
 
@@ -35,16 +33,11 @@ class Enforcer:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or PORTAL_KEY in flow.metadata:  # the portal answers it
             return
-        policy = self.runtime.policy
-        if policy is None:
-            raise RuntimeError("no policy loaded")
-        metrics = self.runtime.metrics
         started = time.perf_counter()
-        employee = employee_of(flow, policy)
-        decision = decide(policy, employee, flow_hosts(flow), self.runtime.today())
+        policy, decision = decide_flow(self.runtime, flow)
         if decision.verdict is Verdict.PASS:
             return
-        metrics.decision_duration.observe(time.perf_counter() - started)
+        self.runtime.metrics.decision_duration.observe(time.perf_counter() - started)
         enforce(self.runtime, flow, policy, decision)
 
 

@@ -18,9 +18,16 @@ from collections.abc import Callable, Mapping
 
 from mitmproxy import ctx, http
 
-from gatekeeper.addons.runtime import Runtime, employee_of, fail_closed, flow_hosts, log, wants_html
-from gatekeeper.core.decision import decide, governing_services
-from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.addons.runtime import (
+    Runtime,
+    decide_flow,
+    fail_closed,
+    flow_hosts,
+    log,
+    wants_html,
+)
+from gatekeeper.core.decision import governing_services
+from gatekeeper.core.model import Decision, Reason, Verdict
 from gatekeeper.notify import Notifier, messages
 from gatekeeper.pages import render
 from gatekeeper.state import StateDB
@@ -179,14 +186,6 @@ def request_form(
         "csrf": runtime.csrf.issue(REQUEST_PURPOSE, employee, service, time.time()),
         "return_to": return_path(flow),
     }
-
-
-def decide_flow(runtime: Runtime, flow: http.HTTPFlow) -> tuple[Policy, Decision]:
-    policy = runtime.policy
-    if policy is None:
-        raise RuntimeError("no policy loaded")
-    employee = employee_of(flow, policy)
-    return policy, decide(policy, employee, flow_hosts(flow), runtime.today())
 
 
 def check_csrf(runtime: Runtime, token: str, purpose: str, employee: str, subject: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from mitmproxy import http
 
 from gatekeeper.addons.recorder import Recorder
+from gatekeeper.core.decision import decide
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason, Verdict
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.logs import get_logger
@@ -69,6 +70,15 @@ def employee_of(flow: http.HTTPFlow, policy: Policy) -> str | None:
     user = auth[0] if auth else None
     peer = flow.client_conn.peername
     return policy.identify(user, peer[0] if peer else None)
+
+
+def decide_flow(runtime: Runtime, flow: http.HTTPFlow) -> tuple[Policy, Decision]:
+    """The live policy and the access decision for a flow: who asks, for which hosts, today."""
+    policy = runtime.policy
+    if policy is None:
+        raise RuntimeError("no policy loaded")
+    employee = employee_of(flow, policy)
+    return policy, decide(policy, employee, flow_hosts(flow), runtime.today())
 
 
 def flow_hosts(flow: http.HTTPFlow) -> tuple[str | None, ...]:
