@@ -7,7 +7,9 @@ labels of the host from the right, one dict lookup per label.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -35,6 +37,35 @@ def normalize_host(host: str) -> str:
         return host.encode("idna").decode("ascii")
     except UnicodeError:
         return ""
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Every spelling the C resolver (inet_aton) accepts for IPv4: one to four parts, each decimal,
+# octal (leading 0) or hexadecimal (0x). `2130706433`, `0x7f.1` and `0177.0.0.1` are 127.0.0.1.
+_LOOSE_IPV4 = re.compile(r"\A(?:(?:0x[0-9a-f]*|[0-9]+)\.){0,3}(?:0x[0-9a-f]*|[0-9]+)\Z")
+
+
+def ip_literal(host: str) -> IPAddress | None:
+    """The address a host names when it is an IP literal in any form a resolver accepts.
+
+    `host` is a *normalized* host (`normalize_host`): no port, no brackets. Loose IPv4 forms
+    count because getaddrinfo turns them into an address without asking DNS, so a proxy that
+    treated them as names would reach an address it never looked at. IPv6 zone ids are dropped.
+    """
+    if not host:
+        return None
+    if ":" in host:
+        try:
+            return ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return None
+    if not _LOOSE_IPV4.match(host):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
 
 
 def validate_domain(domain: str) -> str:
