@@ -126,8 +126,19 @@ class Metrics:
             ("sha256",),
             registry=r,
         )
+        self.unnamed_connections = Counter(
+            "gatekeeper_unnamed_connections",
+            "Connections that reached the proxy by IP address, or carried neither TLS nor HTTP, "
+            "by outcome: passthrough (the TLS SNI names a non-governed host), intercepted (no "
+            "SNI, or an address as SNI: decrypted, each request decided on its Host header), "
+            "refused (nothing names a host: closed before any upstream connection).",
+            ("outcome",),
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        for outcome in ("passthrough", "intercepted", "refused"):
+            self.unnamed_connections.labels(outcome)
 
     def set_policy(self, sha256: str) -> None:
         """Record which policy is live (one series at a time)."""

@@ -147,14 +147,17 @@ def test_identify(policy, user, address, employee) -> None:
     assert policy.identify(user, address) == employee
 
 
-def test_allow_hosts_pattern_intercepts_only_catalog_domains(policy) -> None:
+def test_allow_hosts_pattern_intercepts_catalog_domains_and_addresses(policy) -> None:
+    """Of names, only the catalog's domains; every IP literal, as it names no host at all."""
     import re
 
     pattern = re.compile(policy.domains.allow_hosts_pattern(), re.IGNORECASE)
-    for host in ("www.facebook.com:443", "FACEBOOK.COM.:443", "facebook.com", "a.b.fbcdn.net:80"):
+    for host in ("www.facebook.com:443", "FACEBOOK.COM.:443", "facebook.com", "a.b.fbcdn.net:80",
+                 "10.0.0.1:443", "2130706433:443", "0X7F.1:443", "0177.0.0.1:80", "::1:443",
+                 "[::ffff:10.0.0.1]:443", "fe80::1%eth0:443"):
         assert pattern.search(host), host
     for host in ("evilfacebook.com:443", "facebook.com.evil.net:443", "bank.example:443",
-                 "10.0.0.1:443"):
+                 "cafe.be:443", "1e100.net:443", "1.2.3.4.5:443"):
         assert not pattern.search(host), host
 
 

@@ -367,7 +367,7 @@ def test_invalid_config_at_start_exits_2_with_path_line_and_listens_on_nothing(g
 
 @pytest.mark.parametrize("option", [
     "ignore_hosts=.*", "tcp_hosts=facebook", "connection_strategy=eager",
-    "stream_large_bodies=1m",
+    "stream_large_bodies=1m", "show_ignored_hosts=true",
 ])
 def test_options_that_would_bypass_the_policy_are_refused(gk, option):
     """mitmproxy options that would relay governed traffic unchecked stop the start-up."""

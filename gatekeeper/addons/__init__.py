@@ -10,6 +10,7 @@ from gatekeeper.addons.portal import Portal
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.addons.terms import Terms
 from gatekeeper.addons.transparent import TransparentIdentity
+from gatekeeper.addons.unnamed import UnnamedConnections
 
 
 def all_addons(runtime: Runtime | None = None) -> list[object]:
@@ -18,6 +19,7 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
     terms = Terms(runtime)
     return [
         Lifecycle(runtime),
+        UnnamedConnections(runtime),  # TLS and raw tunnels to an IP address (no HTTP flow)
         TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
         Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision
         Enforcer(runtime),

@@ -61,7 +61,7 @@ class Lifecycle:
         if "gatekeeper_config_dir" in updated and ctx.options.gatekeeper_config_dir:
             self._start_reloader(Path(ctx.options.gatekeeper_config_dir))
         if updated & {"allow_hosts", "ignore_hosts", "tcp_hosts", "connection_strategy",
-                      "stream_large_bodies"}:
+                      "stream_large_bodies", "show_ignored_hosts"}:
             self._check_interception_options()
 
     def running(self) -> None:
@@ -146,6 +146,12 @@ class Lifecycle:
                 raise exceptions.OptionsError(
                     f"{name} would let governed traffic bypass gatekeeper; do not set it"
                 )
+        if ctx.options.show_ignored_hosts:
+            # Relayed connections would become TCP flows, each one a Python hook per message,
+            # and indistinguishable from the raw tunnels gatekeeper refuses.
+            raise exceptions.OptionsError(
+                "show_ignored_hosts would refuse every relayed connection; do not set it"
+            )
         if ctx.options.stream_large_bodies:
             # mitmproxy switches a large chunked body to streaming half-way, forwarding it
             # before the request hook: a login could reach the service unchecked.

@@ -68,6 +68,16 @@ def ip_literal(host: str) -> IPAddress | None:
         return None
 
 
+# The same forms as text inside `allow_hosts_pattern`: a loose IPv4 literal, or anything made
+# of hex digits, dots and at least two colons (every IPv6 literal has two; a name has none),
+# optionally bracketed, with a zone id. Matching a little more than `ip_literal` is safe: it
+# only sends a connection to gatekeeper's check instead of relaying it unseen.
+_IP_LITERAL_PATTERN = (
+    r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}"
+    r"|\[?[0-9a-f.]*:[0-9a-f.]*:[0-9a-f:.]*(?:%[^\]]*)?\]?"
+)
+
+
 def validate_domain(domain: str) -> str:
     """The normalized form of a catalog domain; raises ValueError when it is not one."""
     normalized = normalize_host(domain)
@@ -128,8 +138,13 @@ class DomainIndex:
         mitmproxy matches it (case-insensitively, with `re.search`) against `host:port` strings
         for the connect target, the TLS SNI and the HTTP Host header; everything that does not
         match is relayed without interception. A trailing dot is allowed.
+
+        Besides the catalog's domains it matches IP literals in every form `ip_literal` knows:
+        a connection that names only an address cannot be relayed on trust, since it may carry
+        a governed Host header. Such a connection reaches gatekeeper's `UnnamedConnections`,
+        which passes it through after all if its TLS names a non-governed host.
         """
         if not self._owners:
             return r"\A(?!)"  # matches nothing: nothing is intercepted
         alternatives = "|".join(re.escape(d) for d in sorted(self._owners, key=len, reverse=True))
-        return rf"\A(?:[^:/]*\.)?(?:{alternatives})\.?(?::\d+)?\Z"
+        return rf"\A(?:(?:[^:/]*\.)?(?:{alternatives})|{_IP_LITERAL_PATTERN})\.?(?::\d+)?\Z"
