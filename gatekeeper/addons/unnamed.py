@@ -40,17 +40,19 @@ class UnnamedConnections:
         address = data.context.server.address
         if policy is None or address is None:
             return  # intercepted: the Enforcer fails closed without a policy
+        # Not the memoized `lookup`: in transparent mode every address and every non-social
+        # name passes here, and they would crowd the social hosts out of its memo.
         domains = policy.domains
-        if domains.lookup(address[0]) is not None:
-            return  # a governed connect target: intercepted, decided per request
-        sni = data.client_hello.sni
-        if sni:
-            if domains.lookup(sni) is not None:
-                return  # a governed name: intercepted, decided per request
-            if ip_literal(normalize_host(sni)) is None:
-                data.ignore_connection = True  # names a non-governed host: relayed as is
-                self.runtime.metrics.unnamed_connections.labels("passthrough").inc()
-                return
+        sni = normalize_host(data.client_hello.sni or "")
+        if sni and domains.service_for(sni) is not None:
+            return  # a governed name: intercepted, decided per request
+        if domains.service_for(normalize_host(address[0])) is not None:
+            return  # a governed connect target: the same
+        if sni and ip_literal(sni) is None:
+            data.ignore_connection = True  # names a non-governed host: relayed as is
+            self.runtime.metrics.unnamed_connections.labels("passthrough").inc()
+            return
+        # No name at all: decrypted, and each request decided on its Host header.
         self.runtime.metrics.unnamed_connections.labels("intercepted").inc()
 
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
