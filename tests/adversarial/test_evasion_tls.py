@@ -13,14 +13,26 @@ import socket
 import struct
 from dataclasses import dataclass
 
+import netns
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from netns import INTERNET, UNKNOWN_CLIENT
 from OpenSSL import SSL
 from support import configs
 from support.tls import cert_sha256
+from test_gateway_netns import (  # noqa: F401 (fixtures: the gateway in namespaces)
+    apply,
+    gateway_proxy,
+    policy,
+    sites,
+    topo,
+    write_gateway,
+)
 
 AUTH_ANY = ["--set", "proxyauth=any"]
 TIMEOUT = 10
+needs_netns = pytest.mark.skipif(netns.unavailable_reason() is not None,
+                                 reason=netns.unavailable_reason() or "")
 
 
 @pytest.fixture
@@ -237,3 +249,40 @@ def test_non_social_sni_to_an_address_is_relayed_undecrypted(proxy, fake_sites):
     assert answer.status == 200
     assert answer.cert_sha256 == bank.cert_sha256
     assert proxy.metric("gatekeeper_unnamed_connections_total", outcome="passthrough") == 1
+
+
+# --- transparent mode: every connection targets an address ----------------------------------
+
+
+@pytest.fixture
+def transparent(topo, sites, gateway_proxy, tmp_path):  # noqa: F811
+    config_dir = write_gateway(policy(tmp_path / "config"), topo, "transparent")
+    apply(topo, config_dir)
+    return gateway_proxy(config_dir)
+
+
+def direct(topo) -> socket.socket:  # noqa: F811
+    """A connection from an unregistered LAN address straight to the social site's :443,
+    which the gateway redirects to its transparent listener."""
+    sock = topo.client.socket()
+    sock.settimeout(TIMEOUT)
+    sock.bind((UNKNOWN_CLIENT, 0))
+    sock.connect((INTERNET, 443))
+    return sock
+
+
+@needs_netns
+def test_transparent_tls_without_sni_is_blocked(topo, sites, transparent):  # noqa: F811
+    with direct(topo) as sock:
+        answer = https_get(sock, None, "www.facebook.com")
+    assert_blocked(answer, "unknown_employee")
+    assert sites.social.connections == 0
+
+
+@needs_netns
+def test_transparent_raw_bytes_are_refused(topo, sites, transparent):  # noqa: F811
+    with direct(topo) as sock:
+        assert plain_exchange(sock, b"\x00\x01 not tls, not http\n") == b""
+    event = transparent.wait_for_log(lambda e: e.get("event") == "connection_refused")
+    assert (event["client"], event["target"]) == (UNKNOWN_CLIENT, INTERNET)
+    assert sites.social.connections == 0
