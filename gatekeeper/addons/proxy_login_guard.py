@@ -24,12 +24,14 @@ from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.core.login_throttle import LoginThrottle, ThrottleSettings
 
 DEFAULT_REALM = "gatekeeper"
+DEFAULTS = ThrottleSettings()
 MAX_LOGGED_USER = 64  # characters of a (client-chosen) user name kept in the log
+# option -> (ThrottleSettings field, factor to its unit: seconds)
 SETTINGS_OPTIONS = {
-    "gatekeeper_proxy_auth_free_failures": "free_failures",
-    "gatekeeper_proxy_auth_window": "window",
-    "gatekeeper_proxy_auth_first_delay": "first_delay",
-    "gatekeeper_proxy_auth_max_delay": "max_delay",
+    "gatekeeper_proxy_auth_free_failures": ("free_failures", 1),
+    "gatekeeper_proxy_auth_window": ("window", 1),
+    "gatekeeper_proxy_auth_first_delay_ms": ("first_delay", 0.001),
+    "gatekeeper_proxy_auth_max_delay_ms": ("max_delay", 0.001),
 }
 
 
@@ -47,21 +49,21 @@ class ProxyLoginGuard:
             "The realm of the proxy's sign-in prompt (browsers show it): name the office.",
         )
         loader.add_option(
-            "gatekeeper_proxy_auth_free_failures", int, ThrottleSettings.free_failures,
+            "gatekeeper_proxy_auth_free_failures", int, DEFAULTS.free_failures,
             "Wrong proxy passwords one client address may send within "
             "gatekeeper_proxy_auth_window seconds before every further answer is delayed.",
         )
         loader.add_option(
-            "gatekeeper_proxy_auth_window", float, ThrottleSettings.window,
+            "gatekeeper_proxy_auth_window", int, int(DEFAULTS.window),
             "Seconds after which a client address's wrong proxy passwords are forgotten.",
         )
         loader.add_option(
-            "gatekeeper_proxy_auth_first_delay", float, ThrottleSettings.first_delay,
-            "Seconds the first delayed answer waits; each further failure doubles it.",
+            "gatekeeper_proxy_auth_first_delay_ms", int, int(DEFAULTS.first_delay * 1000),
+            "Milliseconds the first delayed answer waits; each further failure doubles it.",
         )
         loader.add_option(
-            "gatekeeper_proxy_auth_max_delay", float, ThrottleSettings.max_delay,
-            "The longest one answer to a client guessing proxy passwords waits (seconds).",
+            "gatekeeper_proxy_auth_max_delay_ms", int, int(DEFAULTS.max_delay * 1000),
+            "The longest one answer to a client guessing proxy passwords waits (milliseconds).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -73,9 +75,12 @@ class ProxyLoginGuard:
                 )
             self.challenge = _challenge(realm)
         if updated & SETTINGS_OPTIONS.keys():
-            values = {field: getattr(ctx.options, name) for name, field in SETTINGS_OPTIONS.items()}
+            values = {field: getattr(ctx.options, name) * unit
+                      for name, (field, unit) in SETTINGS_OPTIONS.items()}
             if min(values.values()) < 0 or values["max_delay"] <= 0:
-                raise exceptions.OptionsError("gatekeeper_proxy_auth_* must not be negative")
+                raise exceptions.OptionsError(
+                    "gatekeeper_proxy_auth_* must not be negative (max_delay_ms: positive)"
+                )
             self.throttle = LoginThrottle(ThrottleSettings(**values))
 
     def http_connect(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
