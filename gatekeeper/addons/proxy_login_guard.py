@@ -96,7 +96,8 @@ class ProxyLoginGuard:
         client = peer[0] if peer else "unknown"
         auth = flow.metadata.get("proxyauth")
         if auth is not None:
-            return self._hold(flow, client, self.throttle.succeeded(client, auth[0]))
+            user = auth[0]  # never the password beside it
+            return self._hold(flow, client, self.throttle.succeeded(client, user), user)
         response = flow.response
         if response is None or response.status_code != 407:
             return None
@@ -115,21 +116,24 @@ class ProxyLoginGuard:
         )
         return self._hold(flow, client, delay)
 
-    def _hold(self, flow: http.HTTPFlow, client: str,
-              delay: float | None) -> Coroutine[Any, Any, None] | None:
+    def _hold(self, flow: http.HTTPFlow, client: str, delay: float | None,
+              signed_in: str | None = None) -> Coroutine[Any, Any, None] | None:
+        """Drop the request, let it go, or return the wait (then forgive `signed_in`)."""
         if delay is None:  # DROP
             if flow.killable:
                 flow.kill()  # too many answers of this address waiting already
             return None
         if delay <= 0:
             return None
-        return self._wait(client, delay)
+        return self._wait(client, delay, signed_in)
 
-    async def _wait(self, client: str, delay: float) -> None:
+    async def _wait(self, client: str, delay: float, signed_in: str | None) -> None:
         try:
             await asyncio.sleep(delay)
         finally:
             self.throttle.done_waiting(client)
+        if signed_in is not None:
+            self.throttle.forgive(client, signed_in)
 
 
 def user_of(header: str) -> str | None:

@@ -76,16 +76,25 @@ class LoginThrottle:
 
     def succeeded(self, client: str, user: str) -> float | None:
         """A correct password for `user` from `client`. If that user name had failures here
-        this may be a guess that hit: it waits like a failure would (seconds, or DROP), then
-        those failures are forgiven. Otherwise 0: nothing changes."""
+        this may be a guess that hit: it waits like a failure would (seconds, or DROP), and the
+        caller calls `forgive` once the answer is sent. Otherwise 0: nothing changes."""
         entry = self._clients.get(client)
         if entry is None or user not in entry.by_user:
             return 0.0
         delay = self._hold(entry)
-        entry.failures -= entry.by_user.pop(user)
+        if delay == 0:
+            self.forgive(client, user)
+        return delay
+
+    def forgive(self, client: str, user: str) -> None:
+        """Forget the failures of `user` at `client` (after a correct password was answered;
+        a dropped one forgives nothing, or the next guesses would be fast again and tell)."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return
+        entry.failures -= entry.by_user.pop(user, 0)
         if entry.failures <= 0 and entry.waiting == 0:
             del self._clients[client]
-        return delay
 
     def done_waiting(self, client: str) -> None:
         """A held answer of `client` was sent (call once per non-zero delay)."""

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from support.proxy import free_port
 
 AUTH_ANY = ["--set", "proxyauth=any"]
 REFUSED = "gatekeeper_destinations_refused_total"
