@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from gatekeeper.core.login_throttle import LoginThrottle, ThrottleSettings
 
 SETTINGS = ThrottleSettings(free_failures=3, window=60, first_delay=1, max_delay=4,
@@ -71,3 +73,15 @@ def test_many_user_names_cannot_hide_failures() -> None:
     for n in range(50):
         throttle.succeeded("10.0.0.9", f"user{n}")
     assert throttle.failures("10.0.0.9") > 0  # names beyond the remembered ones stay counted
+
+
+def test_only_the_user_part_of_the_header_is_kept() -> None:
+    from gatekeeper.addons.proxy_login_guard import user_of
+
+    def header(raw: bytes) -> str:
+        return "Basic " + base64.b64encode(raw).decode()
+
+    assert user_of(header(b"alice:s3cret")) == "alice"
+    assert user_of(header(b"ev\nil:s3cret")) == "ev?il"  # no forged log lines
+    assert user_of(header(b"x" * 500 + b":pw")) == "x" * 64
+    assert user_of("Bearer abc") is None

@@ -145,8 +145,8 @@ def user_of(header: str) -> str | None:
         decoded = binascii.a2b_base64(encoded.strip().encode("ascii"))
     except (binascii.Error, UnicodeEncodeError):
         return None
-    user = decoded.partition(b":")[0].decode("utf-8", "replace")
-    return user[:MAX_LOGGED_USER]
+    user = decoded.partition(b":")[0].decode("utf-8", "replace")[:MAX_LOGGED_USER]
+    return "".join(c if c.isprintable() else "?" for c in user)  # no forged log lines
 
 
 def _challenge(realm: str) -> str:
