@@ -135,6 +135,21 @@ class Metrics:
             ("outcome",),
             registry=r,
         )
+        self.proxy_auth_failures = Counter(
+            "gatekeeper_proxy_auth_failures",
+            "Wrong proxy sign-ins (a 407 for a request that carried credentials). A steady "
+            "rise means someone is guessing passwords: the log names the user and the device.",
+            registry=r,
+        )
+        self.destinations_refused = Counter(
+            "gatekeeper_destinations_refused",
+            "Requests and tunnels the proxy refused because they lead to the gateway itself "
+            "(loopback, its own addresses and listeners) or to link-local and cloud metadata "
+            "addresses, by reason. Someone is probing the gateway, or a legitimate local "
+            "upstream needs gatekeeper_allowed_destinations.",
+            ("reason",),
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
         for outcome in ("passthrough", "intercepted", "refused"):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.destinations import GatewayDestinations
 from gatekeeper.addons.enforce import Conclude, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
 from gatekeeper.addons.portal import Portal
+from gatekeeper.addons.proxy_login_guard import ProxyLoginGuard
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.addons.terms import Terms
 from gatekeeper.addons.transparent import TransparentIdentity
@@ -21,7 +23,9 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
         Lifecycle(runtime),
         UnnamedConnections(runtime),  # TLS and raw tunnels to an IP address (no HTTP flow)
         TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
+        ProxyLoginGuard(runtime),  # right after proxyauth: counts and slows wrong passwords
         Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision
+        GatewayDestinations(runtime),  # refuses the gateway itself before any upstream
         Enforcer(runtime),
         terms,
         Accounts(runtime),

@@ -28,9 +28,12 @@ support.fakesite.FakeSite(hostnames, plain_http=False, address=None, https_port=
     "hello from <Host header host>".
 
 support.proxy.GatekeeperProcess(config_dir, state_dir, *, args=(), hosts=None, prefix=(),
-                                name="proxy", listen_port=None, metrics_port=None, env=None)
+                                name="proxy", listen_port=None, metrics_port=None, env=None,
+                                allowed_destinations=("127.0.0.0/8",))
     Runs `.venv/bin/gatekeeper serve` with explicit free ports, `--log-format json` and
-    `--set ssl_insecure=true`; with `hosts` it runs inside
+    `--set ssl_insecure=true`, and allows loopback upstreams (`gatekeeper_allowed_destinations`,
+    where the fake sites listen; `allowed_destinations=()` keeps the shipped refusal); its own
+    listeners stay refused either way. With `hosts` it runs inside
     `unshare --mount` with a hosts file bind-mounted on /etc/hosts (exec: signals reach it).
     .start(wait=True), .wait_ready(), .wait_exit(timeout) -> status, .stop(expect_status=0),
     .kill(), .signal(sig), .running, .returncode,

@@ -37,6 +37,10 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
+# The fake upstream sites listen on loopback, which the proxy refuses unless allow-listed; its
+# own listening ports stay refused even so (tests/adversarial/test_evasion_gateway.py).
+LOOPBACK_UPSTREAMS = ("127.0.0.0/8",)
+
 Event = dict[str, Any]
 MetricKey = tuple[str, frozenset[tuple[str, str]]]
 _counter = itertools.count(1)
@@ -66,17 +70,24 @@ class ProxyProcess:
     `args` are extra command-line arguments; `hosts` maps host names to addresses for the
     proxy's own /etc/hosts (needs root); `prefix` is prepended to the whole command line
     (e.g. `ip netns exec NS`; it must exec, not fork, so signals reach the proxy); `name`
-    labels the artifact log file.
+    labels the artifact log file; `allowed_destinations` is passed as
+    `gatekeeper_allowed_destinations` (default: loopback, where the fake sites listen; `()`
+    leaves the proxy's default, which refuses loopback).
     """
 
     def __init__(self, config_dir: Path, state_dir: Path, *, args: Sequence[str] = (),
                  hosts: Mapping[str, str] | None = None,
                  prefix: Sequence[str] = (), name: str = "proxy",
                  listen_port: int | None = None, metrics_port: int | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 allowed_destinations: Sequence[str] = LOOPBACK_UPSTREAMS) -> None:
         self.config_dir = Path(config_dir)
         self.state_dir = Path(state_dir)
-        self.args = list(args)
+        self.args = [
+            *(arg for entry in allowed_destinations
+              for arg in ("--set", f"gatekeeper_allowed_destinations={entry}")),
+            *args,
+        ]
         self.hosts = dict(hosts or {})
         self.prefix = list(prefix)
         self.listen_port = listen_port or free_port()

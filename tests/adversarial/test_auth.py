@@ -1,0 +1,155 @@
+"""Password guessing against the proxy's sign-in (issue 9, item 4), through a real proxy.
+
+An employee tries passwords for a colleague's proxy login, hoping to borrow their grants. Every
+failure must be counted and logged (user name and device, never the password), the device must
+be slowed down after a few failures while everyone else is served at normal speed, and the
+sign-in prompt names the office instead of "mitmproxy".
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import socket
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+PASSWORD = "Correct-Horse-7731"
+GUESS = "guess-{}-Xq9"  # each wrong password is unique, so the log check finds any of them
+REALM = "Clinic Example"
+FIRST_DELAY, MAX_DELAY = 0.3, 0.6
+ATTACKER, BYSTANDER = "127.0.0.1", "127.0.0.2"  # two client addresses on loopback
+TIMEOUT = 15
+FAILURES = "gatekeeper_proxy_auth_failures_total"
+
+
+def guarded_proxy(gk, **kwargs):
+    return gk(args=[
+        "--set", f"proxyauth=alice:{PASSWORD}",
+        "--set", f"gatekeeper_proxy_realm={REALM}",
+        "--set", f"gatekeeper_proxy_auth_first_delay_ms={int(FIRST_DELAY * 1000)}",
+        "--set", f"gatekeeper_proxy_auth_max_delay_ms={int(MAX_DELAY * 1000)}",
+    ], hosts={}, **kwargs)
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def ask(proxy, url: str, credentials: tuple[str, str] | None,
+        source: str = ATTACKER) -> tuple[int, http.client.HTTPMessage, float]:
+    """One plain HTTP request through the proxy from `source`: status, headers, seconds."""
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.listen_port, timeout=TIMEOUT,
+                                      source_address=(source, 0))
+    try:
+        headers = {"Proxy-Authorization": basic(*credentials)} if credentials else {}
+        conn.request("GET", url, headers=headers)
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status, reply.headers, time.monotonic() - started
+    finally:
+        conn.close()
+
+
+def connect(proxy, target: str, credentials: tuple[str, str] | None) -> tuple[int, str]:
+    """A CONNECT through the proxy: the status and the raw response head."""
+    with socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=TIMEOUT) as sock:
+        auth = f"Proxy-Authorization: {basic(*credentials)}\r\n" if credentials else ""
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    text = head.decode("latin-1")
+    return int(text.split(" ", 2)[1]), text
+
+
+@pytest.fixture
+def site_url(fake_sites) -> str:
+    bank = fake_sites.bank  # a non-social site, reached by its loopback address
+    return bank.url("/", scheme="http", host=bank.address)
+
+
+def test_300_wrong_passwords_are_counted_logged_and_slowed_down(gk, site_url) -> None:
+    proxy = guarded_proxy(gk)
+    assert proxy.metric(FAILURES) == 0
+
+    # The first few failures are typos: answered at once; then each answer waits.
+    sequential = [ask(proxy, site_url, ("alice", GUESS.format(i))) for i in range(8)]
+    assert all(status == 407 for status, _, _ in sequential)
+    assert max(seconds for _, _, seconds in sequential[:5]) < FIRST_DELAY * 0.8
+    assert min(seconds for _, _, seconds in sequential[5:]) >= FIRST_DELAY * 0.9
+    assert sequential[-1][2] >= MAX_DELAY * 0.9
+
+    # The other 292 in parallel, as a script would; meanwhile another device is served as fast
+    # as ever, a wrong password from it included.
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        guesses = [pool.submit(ask, proxy, site_url, ("alice", GUESS.format(i)))
+                   for i in range(8, 300)]
+        time.sleep(0.2)  # the pool is busy
+        bystander_ok = [ask(proxy, site_url, ("alice", PASSWORD), BYSTANDER) for _ in range(3)]
+        bystander_typo = ask(proxy, site_url, ("carol", "typo"), BYSTANDER)
+        busy = sum(not g.done() for g in guesses)
+        answers = [g.result() for g in guesses]
+    assert busy > 0, "the guesses were over before the bystander was measured"
+    assert all(status == 407 for status, _, _ in answers)
+    assert statistics.median(seconds for _, _, seconds in answers) >= MAX_DELAY * 0.9
+    assert all(status == 200 for status, _, _ in bystander_ok)
+    assert max(seconds for _, _, seconds in bystander_ok) < FIRST_DELAY * 0.8
+    assert bystander_typo[0] == 407 and bystander_typo[2] < FIRST_DELAY * 0.8
+
+    proxy.wait_for_metric(FAILURES, 301)
+    event = proxy.wait_for_log(lambda e: e.get("event") == "proxy_auth_failed"
+                               and e.get("client") == ATTACKER)
+    assert event["user"] == "alice"
+    assert proxy.wait_for_log(lambda e: e.get("event") == "proxy_auth_failed"
+                              and e.get("client") == BYSTANDER)["user"] == "carol"
+    assert len(proxy.events("proxy_auth_failed")) == 301
+
+    # The right password still works from the guessing device (after one more wait) and then
+    # forgives alice's failures there: a later typo is answered at once.
+    status, _, _ = ask(proxy, site_url, ("alice", PASSWORD))
+    assert status == 200
+    status, _, seconds = ask(proxy, site_url, ("alice", "one-typo"))
+    assert status == 407 and seconds < FIRST_DELAY * 0.8
+
+    output = proxy.stdout + proxy.stderr
+    assert PASSWORD not in output
+    assert not any(GUESS.format(i) in output for i in range(300))
+    assert "one-typo" not in output
+
+
+def test_prompt_names_the_office_and_a_first_challenge_is_no_failure(gk, site_url) -> None:
+    proxy = guarded_proxy(gk)
+    status, headers, _ = ask(proxy, site_url, None)  # a browser's first try: no credentials
+    assert status == 407
+    assert headers["Proxy-Authenticate"] == f'Basic realm="{REALM}"'
+    status, head = connect(proxy, "bank.example:443", None)
+    assert status == 407 and f'Proxy-Authenticate: Basic realm="{REALM}"' in head
+    assert "mitmproxy" not in head
+    status, head = connect(proxy, "bank.example:443", ("alice", "wrong"))
+    assert status == 407 and f'realm="{REALM}"' in head
+    proxy.wait_for_metric(FAILURES, 1)  # only the CONNECT with a wrong password
+    assert proxy.events("proxy_auth_failed")[0]["user"] == "alice"
+
+
+def test_default_realm_is_not_mitmproxy(gk, site_url) -> None:
+    proxy = gk(args=["--set", f"proxyauth=alice:{PASSWORD}"], hosts={})
+    status, headers, _ = ask(proxy, site_url, None)
+    assert status == 407 and headers["Proxy-Authenticate"] == 'Basic realm="gatekeeper"'
+
+
+def test_guessing_over_many_connections_gains_nothing(gk, site_url) -> None:
+    """Past the threshold a right guess waits like a wrong one, so answering fast tells
+    nothing; and parallel connections are held, not answered faster."""
+    proxy = guarded_proxy(gk)
+    for i in range(7):
+        ask(proxy, site_url, ("alice", GUESS.format(i)))
+    status, _, seconds = ask(proxy, site_url, ("alice", PASSWORD))
+    assert status == 200 and seconds >= MAX_DELAY * 0.9
