@@ -805,7 +805,8 @@ def integrity_problems(path: Path, *, limit: int = 5,
         return [str(e)]
     finally:
         conn.close()
-    findings = [str(row[0]) for row in rows]
+    findings = [line for row in rows for line in str(row[0]).splitlines()
+                if line and not line.startswith("*** in database")]
     return [] if findings == ["ok"] else findings
 
 

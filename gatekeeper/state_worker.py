@@ -46,6 +46,7 @@ DEADLINE_SECONDS = 1.5  # how long a flow waits for its state operation at most
 GRACE_SECONDS = 0.5  # the job ends its own waits at the deadline; this covers a commit under way
 CHECK_INTERVAL_SECONDS = 300.0
 MAX_QUEUED = 1000
+REPEAT_LOG_SECONDS = 60.0
 
 KINDS = ("timeout", "locked", "readonly", "full", "io", "corrupt", "error")
 # SQLite's (extended) error names, by prefix, and the kind each one is.
@@ -113,6 +114,8 @@ class StateWorker:
             queue.Queue(max_queued)
         )
         self._thread: threading.Thread | None = None
+        self._said: dict[str, tuple[str, float]] = {}  # operation -> last fault logged, when
+        self._said_lock = threading.Lock()  # faults are reported from several threads
         self._problem: str | None = None
         self._set_problem(problem)
 
@@ -250,6 +253,14 @@ class StateWorker:
             log.error("state_job_failed", error=type(error).__name__)
 
     def _report(self, fault: StateOperationError) -> None:
+        """Count every failure; log it unless the same one of the same operation was logged
+        less than `REPEAT_LOG_SECONDS` ago (a damaged database fails every flush)."""
         self.metrics.state_errors.labels(fault.operation, fault.kind).inc()
+        now = time.monotonic()
+        with self._said_lock:
+            said = self._said.get(fault.operation)
+            if said is not None and said[0] == str(fault) and now - said[1] < REPEAT_LOG_SECONDS:
+                return
+            self._said[fault.operation] = (str(fault), now)
         level = log.warning if fault.kind in ("timeout", "locked") else log.error
         level("state_fault", operation=fault.operation, kind=fault.kind, error=fault.detail)
