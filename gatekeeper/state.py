@@ -403,15 +403,17 @@ class StateDB:
             return conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self) -> None:
-        """Apply the migrations this file lacks, each in its own transaction."""
-        for number, script in enumerate(MIGRATIONS, start=1):
-            with self._write() as conn:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version >= number:
-                    continue
-                for statement in _statements(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+        """Apply the migrations this file lacks, each in its own transaction. An up-to-date
+        file is only read: opening it needs no write lock (another process may hold it)."""
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+            for number, script in enumerate(MIGRATIONS, start=1):
+                with self._write() as conn:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version >= number:
+                        continue
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StateError(

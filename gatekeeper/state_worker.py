@@ -45,6 +45,7 @@ log = get_logger("gatekeeper.state")
 DEADLINE_SECONDS = 1.5  # how long a flow waits for its state operation at most
 GRACE_SECONDS = 0.5  # the job ends its own waits at the deadline; this covers a commit under way
 CHECK_INTERVAL_SECONDS = 300.0
+CALL_TIMEOUT_SECONDS = 30.0  # for threads and start/stop: longer than SQLite's busy timeout
 MAX_QUEUED = 1000
 REPEAT_LOG_SECONDS = 60.0
 
@@ -187,14 +188,21 @@ class StateWorker:
         """Run `job(db)` in the background; a failure is logged and counted."""
         self._submit(operation, job, None).add_done_callback(self._background_done)
 
-    def call(self, operation: str, job: Job[T], *, reading: bool = False) -> T:
-        """Run `job(db)` and wait for it: from another thread, or at start-up before the proxy
-        serves. `reading` jobs run even on a damaged database (they change nothing)."""
+    def call(self, operation: str, job: Job[T], *, reading: bool = False,
+             timeout: float = CALL_TIMEOUT_SECONDS) -> T:
+        """Run `job(db)` and wait for it, at most `timeout`: from another thread, or at start
+        and stop, when the proxy serves nobody. `reading` jobs run even on a damaged database
+        (they change nothing)."""
+        future = self._submit(operation, job, None, reading)
         try:
-            return self._submit(operation, job, None, reading).result()
-        except StateOperationError as fault:
-            self._report(fault)
-            raise
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            fault = StateOperationError(operation, "timeout", f"no answer within {timeout:g} s")
+        except StateOperationError as e:
+            fault = e
+        self._report(fault)
+        raise fault
 
     def _submit(self, operation: str, job: Job[Any], at: float | None,
                 reading: bool = False) -> Future[Any]:

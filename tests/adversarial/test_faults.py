@@ -27,7 +27,17 @@ import pytest
 import requests
 from support import configs
 from support.waiting import wait_until
-from test_portal_e2e import AUTH_ANY, REQUEST_ACCESS, block_page, hidden, outcome, post
+from test_portal_e2e import (
+    ACKNOWLEDGE,
+    AUTH_ANY,
+    BROWSER,
+    REQUEST_ACCESS,
+    block_page,
+    hidden,
+    outcome,
+    post,
+    terms_config,
+)
 
 from gatekeeper.state import DB_FILE, StateDB
 from gatekeeper.state_worker import DEADLINE_SECONDS, GRACE_SECONDS
@@ -205,6 +215,31 @@ def test_a_locked_database_answers_not_recorded_in_time_and_stalls_nobody(gk, fa
     # The lock is gone: the next submission is recorded and the approver can list it.
     assert outcome(form_post(proxy, fake_sites.facebook)) == (200, "request_recorded")
     assert sorted(pending(proxy)) == [("bob", "facebook"), ("carol", "x")]
+
+
+def test_a_terms_acceptance_that_cannot_be_recorded_is_not_taken(gk, fake_sites, tmp_path):
+    proxy = gk(terms_config(tmp_path, fake_sites), args=AUTH_ANY)
+    linkedin = fake_sites.linkedin
+    alice = proxy.session("alice", "pw")
+    page = alice.get(linkedin.url("/feed"), headers=BROWSER, timeout=TIMEOUT)
+    assert page.headers["X-Gatekeeper-Reason"] == "terms_not_acknowledged"
+    token, return_to = hidden(page.text, "csrf"), hidden(page.text, "return_to")
+
+    with write_locked(proxy.state_dir / DB_FILE):
+        start = time.monotonic()
+        reply = post(alice, linkedin.url(ACKNOWLEDGE), csrf=token, return_to=return_to)
+        assert time.monotonic() - start < ANSWER_WITHIN
+    assert outcome(reply) == (503, "not_recorded")
+    assert "could not be recorded" in reply.text and configs.APPROVER in reply.text
+    # Not recorded, so not taken: the terms are asked for again.
+    again = alice.get(linkedin.url("/feed"), headers=BROWSER, timeout=TIMEOUT)
+    assert again.headers["X-Gatekeeper-Reason"] == "terms_not_acknowledged"
+    assert linkedin.requests_to("/feed") == []
+    assert state_errors(proxy, operation="acknowledge_terms") == 1
+    # Once the lock is gone, the same button works.
+    accepted = post(alice, linkedin.url(ACKNOWLEDGE), csrf=token, return_to=return_to)
+    assert outcome(accepted) == (303, "terms_acknowledged")
+    assert alice.get(linkedin.url("/feed"), timeout=TIMEOUT).status_code == 200
 
 
 # --- a read-only or full state directory -------------------------------------------------------
