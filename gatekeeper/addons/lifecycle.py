@@ -99,6 +99,11 @@ class Lifecycle:
             self.admin.start()
             host, bound = self.admin.address
             log.info("admin_listening", url=f"http://{host}:{bound}/metrics")
+        # Ready once every addon's `running` has run (state loaded, PAC listener up): the
+        # hooks run in one step of the event loop, this callback in the next.
+        ctx.master.event_loop.call_soon(self._ready)
+
+    def _ready(self) -> None:
         self.runtime.ready = True
         _sd_notify(b"READY=1")
 
