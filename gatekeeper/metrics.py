@@ -115,6 +115,21 @@ class Metrics:
             "previous policy is still in force). Alert on 0: fix the file named in the log.",
             registry=r,
         )
+        self.state_healthy = Gauge(
+            "gatekeeper_state_healthy",
+            "1 while the state database is sound; 0 when it is damaged (its integrity check "
+            "failed, or an operation found it malformed): nothing can be recorded, /readyz "
+            "names the problem. Restore the state directory from a backup and restart.",
+            registry=r,
+        )
+        self.state_errors = Counter(
+            "gatekeeper_state_errors",
+            "State database operations that failed, by operation and kind (timeout, locked, "
+            "readonly, full, io, corrupt, error). A failed access request or Terms-of-Use "
+            "acceptance was answered 'could not be recorded'.",
+            ("operation", "kind"),
+            registry=r,
+        )
         self.build_info = Info(
             "gatekeeper_build",
             "The gatekeeper and mitmproxy versions of this process.",
@@ -189,6 +204,8 @@ class AdminServer:
         self.routes: dict[str, Route] = {}
         self.ready: Callable[[], bool] = lambda: False
         self.alive: Callable[[], bool] = lambda: False
+        # What keeps a running proxy from being ready (a damaged state database), in sentences.
+        self.problems: Callable[[], list[str]] = lambda: []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -214,12 +231,21 @@ class AdminServer:
                 pass  # scrapes are not events worth a log line
 
         self.routes["/healthz"] = lambda: _probe(server.alive(), "alive")
-        self.routes["/readyz"] = lambda: _probe(server.ready(), "ready")
+        self.routes["/readyz"] = self._readiness
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="gatekeeper-admin", daemon=True
         )
+
+    def _readiness(self) -> Reply:
+        if not self.ready():
+            return _probe(False, "ready")
+        problems = self.problems()
+        if problems:
+            text = "not ready\n" + "".join(f"{problem}\n" for problem in problems)
+            return Reply(503, "text/plain; charset=utf-8", text.encode())
+        return _probe(True, "ready")
 
     @property
     def address(self) -> tuple[str, int]:

@@ -9,7 +9,11 @@ approved.
 The proxy and any number of CLI processes use the file at once: each opens its own `StateDB`
 (WAL journal, so readers never wait for the writer; `busy_timeout`, so a writer waits briefly
 for another instead of failing), and every write is one short `BEGIN IMMEDIATE` transaction.
-One `StateDB` may be shared by threads: its methods serialize on a lock.
+One `StateDB` may be shared by threads: its methods serialize on a lock. A thread may bound
+its operations in time (`deadline`): waiting for the lock, for another process's write lock and
+the commit itself all give up with `StateTimeoutError` when the deadline passes, so a caller never
+waits longer than it chose (the proxy's event loop never waits at all: see
+gatekeeper.state_worker).
 
 The schema grows by appending to `MIGRATIONS`, never by editing an entry: `PRAGMA user_version`
 counts the entries applied, each is applied in its own transaction, and a database written by a
@@ -28,10 +32,12 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import unicodedata
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,12 +145,53 @@ class StateError(Exception):
     """The state database cannot be used, or an operation on it is refused."""
 
 
+class StateTimeoutError(StateError):
+    """The operation's deadline passed before it could finish; nothing was changed."""
+
+
+class StateCorruptError(StateError):
+    """The database file does not hold what was just committed to it (it was damaged or
+    replaced under the running process)."""
+
+
 class UnknownRequestError(StateError):
     """No access request has this id."""
 
 
 class RequestDecidedError(StateError):
     """The access request was already approved, denied or withdrawn."""
+
+
+# --- deadlines ------------------------------------------------------------------------------
+
+_thread = threading.local()
+
+
+@contextmanager
+def deadline(at: float) -> Iterator[None]:
+    """Bound every state operation of this thread inside to `at` (a `time.monotonic()` value).
+
+    An operation that cannot start, get the write lock or commit before then raises
+    `StateTimeoutError` and leaves the database unchanged.
+    """
+    previous = getattr(_thread, "deadline", None)
+    _thread.deadline = at
+    try:
+        yield
+    finally:
+        _thread.deadline = previous
+
+
+def _current_deadline() -> float | None:
+    return getattr(_thread, "deadline", None)
+
+
+def _remaining_ms(at: float) -> int:
+    """Milliseconds left before `at`; raises StateTimeoutError when none are."""
+    remaining = at - time.monotonic()
+    if remaining <= 0:
+        raise StateTimeoutError("the state database did not answer in time")
+    return max(1, int(remaining * 1000))
 
 
 # --- values ---------------------------------------------------------------------------------
@@ -303,30 +350,42 @@ class StateDB:
     Times passed in must be timezone-aware; they are stored in UTC and returned in UTC.
     """
 
-    def __init__(self, state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, state_dir: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+                 read_only: bool = False) -> None:
+        """Open (and create or migrate) the database; `read_only` opens an existing file as a
+        reader only, as the approver's CLI sees it, without creating or migrating anything."""
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / DB_FILE
         self._lock = threading.Lock()
-        _ensure_private_dir(self.state_dir)
-        _create_private_file(self.path)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        if not read_only:
+            _ensure_private_dir(self.state_dir)
+            _create_private_file(self.path)
         self._conn = sqlite3.connect(
-            self.path,
+            _read_only_uri(self.path) if read_only else self.path,
+            uri=read_only,
             timeout=busy_timeout_ms / 1000,
             isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
             check_same_thread=False,  # guarded by self._lock
         )
         try:
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")  # a recorded request survives a crash
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
+            self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            if not read_only:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = FULL")  # a request survives a crash
+                self._conn.execute("PRAGMA foreign_keys = ON")
+                self._migrate()
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise StateError(f"{self.path}: cannot use the state database: {e}") from e
         except BaseException:
             self._conn.close()
             raise
+
+    def reader(self) -> StateDB:
+        """A second, read-only connection to the same file: it reads what another process
+        (the approver's CLI) would read, not the pages this connection has cached."""
+        return StateDB(self.state_dir, busy_timeout_ms=self._busy_timeout_ms, read_only=True)
 
     def close(self) -> None:
         with self._lock:
@@ -340,19 +399,21 @@ class StateDB:
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return self._conn.execute("PRAGMA user_version").fetchone()[0]
+        with self._connection() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
 
     def _migrate(self) -> None:
-        """Apply the migrations this file lacks, each in its own transaction."""
-        for number, script in enumerate(MIGRATIONS, start=1):
-            with self._write() as conn:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version >= number:
-                    continue
-                for statement in _statements(script):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+        """Apply the migrations this file lacks, each in its own transaction. An up-to-date
+        file is only read: opening it needs no write lock (another process may hold it)."""
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+            for number, script in enumerate(MIGRATIONS, start=1):
+                with self._write() as conn:
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version >= number:
+                        continue
+                    for statement in _statements(script):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
             raise StateError(
@@ -362,27 +423,52 @@ class StateDB:
             )
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
-        processes never deadlock upgrading a read lock."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """The connection for one operation of this thread. Under a `deadline`, waiting for
+        another thread of this process and for another process's write lock both end when
+        it passes (StateTimeoutError or SQLite's "database is locked")."""
+        at = _current_deadline()
+        if at is None:
+            with self._lock:
+                yield self._conn
+            return
+        if not self._lock.acquire(timeout=max(0.0, at - time.monotonic())):
+            raise StateTimeoutError("the state database is busy with another operation")
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {_remaining_ms(at)}")
             try:
                 yield self._conn
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; BEGIN IMMEDIATE takes the write lock up front, so two
+        processes never deadlock upgrading a read lock. Under a deadline that has passed by
+        the end, it rolls back instead of committing."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                at = _current_deadline()
+                if at is not None:
+                    _remaining_ms(at)
+                conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            self._conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query inside sees the same snapshot."""
-        with self._lock:
-            self._conn.execute("BEGIN")
+        with self._connection() as conn:
+            conn.execute("BEGIN")
             try:
-                yield self._conn
+                yield conn
             finally:
-                self._conn.execute("COMMIT")
+                _rollback(conn)  # nothing was written: ending the snapshot is all it does
 
     # --- access requests --------------------------------------------------------------------
 
@@ -426,8 +512,8 @@ class StateDB:
 
     def get_request(self, request_id: str) -> AccessRequest:
         """The request with this id (typed by a person: case and i/l/o typos forgiven)."""
-        with self._lock:
-            row = _request_row(self._conn, normalize_request_id(request_id))
+        with self._connection() as conn:
+            row = _request_row(conn, normalize_request_id(request_id))
         if row is None:
             raise UnknownRequestError(f"no access request with id {request_id!r}")
         return _request(row)
@@ -441,8 +527,8 @@ class StateDB:
         return self._requests("ORDER BY created, id")
 
     def _requests(self, where: str) -> list[AccessRequest]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._connection() as conn:
+            rows = conn.execute(
                 f"SELECT {_REQUEST_COLUMNS} FROM access_requests {where}"
             ).fetchall()
         return [_request(r) for r in rows]
@@ -479,22 +565,22 @@ class StateDB:
 
     def count_recent_requests(self, employee: str, since: dt.datetime) -> int:
         """Requests of `employee` submitted or updated since `since`: the rate limit's count."""
-        with self._lock:
-            return self._conn.execute(
+        with self._connection() as conn:
+            return conn.execute(
                 "SELECT count(*) FROM access_requests WHERE employee = ? AND updated >= ?",
                 (employee, _ts(since)),
             ).fetchone()[0]
 
     def pending_count(self) -> int:
         """For the `gatekeeper_access_requests_pending` gauge."""
-        with self._lock:
-            return self._conn.execute(
+        with self._connection() as conn:
+            return conn.execute(
                 "SELECT count(*) FROM access_requests WHERE status = 'pending'"
             ).fetchone()[0]
 
     def oldest_pending_created(self) -> dt.datetime | None:
-        with self._lock:
-            value = self._conn.execute(
+        with self._connection() as conn:
+            value = conn.execute(
                 "SELECT min(created) FROM access_requests WHERE status = 'pending'"
             ).fetchone()[0]
         return _parse(value)
@@ -523,8 +609,8 @@ class StateDB:
 
     def acknowledgements(self) -> list[Acknowledgement]:
         """Every acknowledgement, oldest first."""
-        with self._lock:
-            return _acknowledgements(self._conn)
+        with self._connection() as conn:
+            return _acknowledgements(conn)
 
     # --- session bindings -------------------------------------------------------------------
 
@@ -554,8 +640,8 @@ class StateDB:
 
     def load_bindings(self) -> list[Binding]:
         """Every binding, oldest first (to fill a `SessionCache` at start)."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._connection() as conn:
+            rows = conn.execute(
                 "SELECT service, digest, employee, bound_at FROM session_bindings"
                 " ORDER BY bound_at, rowid"
             ).fetchall()
@@ -574,8 +660,8 @@ class StateDB:
     def due_notifications(self, now: dt.datetime, limit: int = 100) -> list[Notification]:
         """Unsent messages whose next attempt is due, oldest first. One process (the proxy)
         delivers them."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._connection() as conn:
+            rows = conn.execute(
                 f"SELECT {_NOTIFICATION_COLUMNS} FROM notifications"
                 " WHERE sent_at IS NULL AND next_attempt <= ? ORDER BY next_attempt, id LIMIT ?",
                 (_ts(now), limit),
@@ -695,6 +781,35 @@ class SessionCache:
         while len(recent) > self._keep:
             oldest, _ = recent.popitem(last=False)
             del self._owner[oldest]
+
+
+def confirm_written(db: StateDB, what: str, found: Callable[[StateDB], bool]) -> None:
+    """Read back what was just committed through a fresh read-only connection, as the approver
+    will; raises StateCorruptError (or the reader's sqlite3 error) when it is not there, so that
+    nothing is confirmed to a person that nobody else can read."""
+    with db.reader() as reader:
+        if not found(reader):
+            raise StateCorruptError(f"{db.path}: {what} was committed but cannot be read back")
+
+
+def integrity_problems(path: Path, *, limit: int = 5,
+                       busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> list[str]:
+    """What SQLite's `PRAGMA quick_check` finds wrong with the database file at `path` (at most
+    `limit` findings), read through a fresh connection that trusts no page another connection
+    has cached; [] when it is sound. A file that is not a database at all is a finding too.
+    Other errors (the file is missing, locked, unreadable) are raised as sqlite3.Error."""
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, timeout=busy_timeout_ms / 1000)
+    try:
+        rows = conn.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+    except sqlite3.DatabaseError as e:
+        if not getattr(e, "sqlite_errorname", "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+            raise
+        return [str(e)]
+    finally:
+        conn.close()
+    findings = [line for row in rows for line in str(row[0]).splitlines()
+                if line and not line.startswith("*** in database")]
+    return [] if findings == ["ok"] else findings
 
 
 def session_digest(secret: bytes, service: str, cookie_value: str) -> bytes:
@@ -837,6 +952,18 @@ def _record(conn: sqlite3.Connection, event: Event) -> None:
             " SET last_seen = max(last_seen, excluded.last_seen)",
             (event.employee, event.service, stamp),
         )
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro"
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the transaction if one is still open (SQLite ends it by itself after some errors,
+    such as a full disk or an I/O error; a second ROLLBACK would hide the first error)."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):  # the connection is broken: the original error says why
+            conn.execute("ROLLBACK")
 
 
 def _statements(script: str) -> Iterator[str]:

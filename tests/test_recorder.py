@@ -20,7 +20,7 @@ def blocked_counts(db: StateDB) -> dict[tuple[str | None, str, str], int]:
 def test_events_are_batched_and_usage_keeps_only_the_latest(tmp_path):
     recorder = Recorder(interval=3600)  # no timed flush: the test flushes by hand
     with StateDB(tmp_path) as db:
-        recorder.start(db)
+        recorder.start(db.record_many)
         try:
             recorder.blocked("bob", "facebook", "not_approved")
             recorder.blocked("bob", "facebook", "not_approved")
@@ -43,7 +43,7 @@ def test_a_full_queue_drops_the_oldest_events(tmp_path):
     for service in ("a", "b", "c", "d", "e"):
         recorder.blocked("bob", service, "not_approved")
     with StateDB(tmp_path) as db:
-        recorder.start(db)
+        recorder.start(db.record_many)
         recorder.done()  # the final flush writes what is queued
         assert {service for _, service, _ in blocked_counts(db)} == {"c", "d", "e"}
 
@@ -51,7 +51,7 @@ def test_a_full_queue_drops_the_oldest_events(tmp_path):
 def test_the_thread_flushes_on_its_own(tmp_path):
     recorder = Recorder(interval=0.05)
     with StateDB(tmp_path) as db:
-        recorder.start(db)
+        recorder.start(db.record_many)
         try:
             recorder.blocked("bob", "x", "expired")
             deadline = time.monotonic() + 5

@@ -19,7 +19,6 @@ import email.utils
 import io
 import time
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import brotli
@@ -46,7 +45,8 @@ from gatekeeper.core.logins import (
     session_reason,
 )
 from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
-from gatekeeper.state import SessionCache, StateDB, StateError
+from gatekeeper.state import SessionCache, load_secret
+from gatekeeper.state_worker import StateOperationError, StateWorker
 
 DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # After a company login is allowed, session cookies the service sets for this employee are
@@ -63,9 +63,7 @@ class Accounts:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.db: StateDB | None = None
         self.sessions: SessionCache | None = None
-        self.writer: ThreadPoolExecutor | None = None
         # (employee, service) -> monotonic deadline of the login in progress
         self.logins_in_progress: dict[tuple[str, str], float] = {}
 
@@ -79,23 +77,18 @@ class Accounts:
         )
 
     def running(self) -> None:
-        """Open the state database once the options are final; bindings are read into memory
-        here so that no request ever waits on the disk for a lookup."""
-        if self.db is not None:
+        """Read the bindings into memory once the state is open (Lifecycle.running, just
+        before), so that no request ever waits on the disk for a lookup. A damaged database
+        leaves the cache empty: sessions bound before must sign in again."""
+        worker = self.runtime.state_worker
+        if self.sessions is not None or worker is None:
             return
-        state_dir = Path(ctx.options.gatekeeper_state_dir)
         try:
-            self.db = self.runtime.open_state(state_dir)
-            self.sessions = SessionCache.from_db(self.db)
-        except (StateError, OSError) as e:
-            log.error("state_unavailable", state_dir=str(state_dir), error=str(e))
-            ctx.master.shutdown()
-            return
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatekeeper-state")
-
-    def done(self) -> None:
-        if self.writer is not None:
-            self.writer.shutdown(wait=True)  # pending bindings reach the disk before exit
+            bindings = worker.call("load_bindings", lambda db: db.load_bindings(), reading=True)
+        except StateOperationError:
+            bindings = []  # logged and counted by the worker
+        secret = load_secret(Path(ctx.options.gatekeeper_state_dir))
+        self.sessions = SessionCache(secret, bindings)
 
     # --- hooks ------------------------------------------------------------------------------
 
@@ -157,7 +150,7 @@ class Accounts:
         employee = decision.employee
         if decision.verdict is not Verdict.ALLOW or employee is None or not service.session_cookie:
             return
-        sessions, db = self._state()
+        sessions = self._sessions()
         values = [
             value
             for value, attrs in flow.response.cookies.get_all(service.session_cookie)
@@ -171,7 +164,7 @@ class Accounts:
             return
         now = dt.datetime.now(dt.UTC)
         bindings = [sessions.bind(service.id, value, employee, now) for value in values]
-        self._write(db.store_bindings, bindings)
+        self._state_worker().submit("store_bindings", lambda db: db.store_bindings(bindings))
         log.info("session_bound", employee=employee, service=service.id, count=len(bindings))
 
     # --- checks -----------------------------------------------------------------------------
@@ -190,7 +183,7 @@ class Accounts:
         values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v]
         if not values:
             return False  # not signed in: nothing to check
-        sessions, _ = self._state()
+        sessions = self._sessions()
         owners = [sessions.owner(service.id, value) for value in values]
         reason = session_reason(owners, decision.employee)
         if reason is None:
@@ -266,23 +259,18 @@ class Accounts:
 
     # --- state ------------------------------------------------------------------------------
 
-    def _state(self) -> tuple[SessionCache, StateDB]:
-        if self.sessions is None or self.db is None:
+    def _sessions(self) -> SessionCache:
+        if self.sessions is None:
             raise RuntimeError("the state database is not open")
-        return self.sessions, self.db
+        return self.sessions
 
-    def _write(self, function, *args) -> None:
-        """Persist off the event loop, in order; a failure is logged (no values in it)."""
-        if self.writer is None:
-            raise RuntimeError("the state writer is not running")
-        future = self.writer.submit(function, *args)
-        future.add_done_callback(_log_write_failure)
-
-
-def _log_write_failure(future: Future) -> None:
-    error = future.exception()
-    if error is not None:
-        log.error("state_write_failed", error=type(error).__name__)
+    def _state_worker(self) -> StateWorker:
+        """Bindings are persisted by the one state writer, in order, off the event loop; a
+        failure is logged and counted there (never with a value)."""
+        worker = self.runtime.state_worker
+        if worker is None:
+            raise RuntimeError("the state database is not open")
+        return worker
 
 
 def _governed(

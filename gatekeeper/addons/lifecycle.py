@@ -72,7 +72,9 @@ class Lifecycle:
             return
         state_dir = ctx.options.gatekeeper_state_dir
         try:
-            self.runtime.open_state(Path(state_dir))  # shared by every addon from here on
+            # Shared by every addon from here on; a damaged database is checked (quick_check)
+            # and reported on /readyz, not a reason to stop enforcing.
+            state = self.runtime.open_state(Path(state_dir))
         except (StateError, OSError) as e:
             log.error("state_unavailable", state_dir=state_dir, error=str(e))
             ctx.master.shutdown()
@@ -93,9 +95,15 @@ class Lifecycle:
             )
             self.admin.alive = lambda: self.runtime.policy is not None
             self.admin.ready = lambda: self.runtime.ready and self.runtime.policy is not None
+            self.admin.problems = state.problems
             self.admin.start()
             host, bound = self.admin.address
             log.info("admin_listening", url=f"http://{host}:{bound}/metrics")
+        # Ready once every addon's `running` has run (state loaded, PAC listener up): the
+        # hooks run in one step of the event loop, this callback in the next.
+        ctx.master.event_loop.call_soon(self._ready)
+
+    def _ready(self) -> None:
         self.runtime.ready = True
         _sd_notify(b"READY=1")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from mitmproxy import ctx, http
 
@@ -27,10 +27,11 @@ from gatekeeper.addons.runtime import (
     wants_html,
 )
 from gatekeeper.core.decision import governing_services
-from gatekeeper.core.model import Decision, Reason, Verdict
+from gatekeeper.core.model import Decision, Policy, Reason, Verdict
 from gatekeeper.notify import Notifier, messages
 from gatekeeper.pages import render
-from gatekeeper.state import StateDB
+from gatekeeper.state import AccessRequest, StateDB, confirm_written
+from gatekeeper.state_worker import StateOperationError
 
 PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
 OUTCOME_HEADER = "X-Gatekeeper-Portal"
@@ -40,11 +41,13 @@ REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})
 MAX_FORM_BYTES = 16 * 1024  # a justification is at most 500 characters
 MAX_RETURN_TO = 2048
 DEFAULT_REQUESTS_PER_HOUR = 5
+NOT_RECORDED = "not_recorded"  # the outcome when the state database could not record a form
+NOT_RECORDED_RETRY_SECONDS = 60
 # The proxy's pages load nothing, post only to their own origin and may not be framed (a
 # framed "I accept" button could be clicked on someone's behalf).
 CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 
-Handler = Callable[[http.HTTPFlow], None]
+Handler = Callable[[http.HTTPFlow], Awaitable[None]]
 
 
 class PortalError(Exception):
@@ -107,12 +110,12 @@ class Portal:
             flow.response = refusal(e)
 
     @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         path = flow.metadata.get(PORTAL_KEY)
         if path is None or flow.response is not None:
             return
         try:
-            self.routes[path](flow)
+            await self.routes[path](flow)
         except PortalError as e:
             flow.response = refusal(e)
         if flow.response is None:  # a claimed flow must never go upstream
@@ -120,7 +123,7 @@ class Portal:
 
     # --- request access ---------------------------------------------------------------------
 
-    def request_access(self, flow: http.HTTPFlow) -> None:
+    async def request_access(self, flow: http.HTTPFlow) -> None:
         runtime = self.runtime
         policy, decision = decide_flow(runtime, flow)
         employee, service = decision.employee, decision.service
@@ -138,10 +141,37 @@ class Portal:
         if decision.reason not in REQUESTABLE:
             raise PortalError(403, "not_requestable", "Access cannot be requested here.")
         check_csrf(runtime, form.get("csrf", ""), REQUEST_PURPOSE, employee, service)
-        state = require_state(runtime)
-        now = dt.datetime.now(dt.UTC)
         limit = ctx.options.gatekeeper_requests_per_hour
-        if state.count_recent_requests(employee, now - dt.timedelta(hours=1)) >= limit:
+        justification = form.get("justification", "")
+        now = dt.datetime.now(dt.UTC)
+
+        def record(db: StateDB) -> tuple[AccessRequest, bool] | None:
+            """On the state worker: the rate limit, the request and its notifications, then
+            read back as the approver will list it. None when the limit is reached."""
+            if db.count_recent_requests(employee, now - dt.timedelta(hours=1)) >= limit:
+                return None
+            request, created = db.submit_request(
+                employee, service, justification, now,
+                notifications=lambda r: messages(policy, r),
+            )
+            confirm_written(db, "the access request",
+                            lambda reader: request.id in {r.id for r in reader.pending_requests()})
+            return request, created
+
+        try:
+            recorded = await runtime.state_call("request_access", record)
+        except ValueError as e:  # an empty or overlong justification
+            raise PortalError(400, "invalid_form", str(e)) from e
+        except StateOperationError as e:
+            log.warning("access_request_not_recorded", employee=employee, service=service,
+                        kind=e.kind)
+            flow.response = not_recorded(policy, "Your request could not be recorded",
+                                         f"Nothing was sent to {policy.approver}: please tell "
+                                         f"{policy.approver} directly that you need access to "
+                                         f"{policy.services[service].name}, or try again in a "
+                                         "few minutes.", return_to)
+            return
+        if recorded is None:
             log.warning("access_request_rate_limited", employee=employee, service=service)
             response = refusal(PortalError(
                 429, "rate_limited", f"You have sent {limit} requests in the last hour. Please "
@@ -149,13 +179,7 @@ class Portal:
             response.headers["Retry-After"] = "3600"
             flow.response = response
             return
-        try:
-            request, created = state.submit_request(
-                employee, service, form.get("justification", ""), now,
-                notifications=lambda r: messages(policy, r),
-            )
-        except ValueError as e:  # an empty or overlong justification
-            raise PortalError(400, "invalid_form", str(e)) from e
+        request, created = recorded
         if created:
             runtime.metrics.access_requests.labels(service).inc()
             if self.notifier is not None:
@@ -196,10 +220,15 @@ def check_csrf(runtime: Runtime, token: str, purpose: str, employee: str, subjec
                           "this page. Go back, reload the page and try again.")
 
 
-def require_state(runtime: Runtime) -> StateDB:
-    if runtime.state is None:
-        raise RuntimeError("the state database is not open")
-    return runtime.state
+def not_recorded(policy: Policy, heading: str, message: str,
+                 return_to: str | None) -> http.Response:
+    """503 for a form whose answer the state database could not record (locked, read-only,
+    full, damaged): the page says so, with what to do instead; the proxy goes on."""
+    response = page(503, NOT_RECORDED, heading,
+                    f"The gateway cannot write to its database right now. {message}",
+                    return_to=return_to)
+    response.headers["Retry-After"] = str(NOT_RECORDED_RETRY_SECONDS)
+    return response
 
 
 def return_path(flow: http.HTTPFlow) -> str:

@@ -2,9 +2,10 @@
 a grant), written to the state database off the event loop.
 
 On the request path an event costs an append to a bounded deque (or one dict store for grant
-use, of which only the latest per (employee, service) matters); a daemon thread writes what has
-gathered about once a second in one transaction. If the database cannot keep up, the oldest
-events are dropped (said once per episode in the log), never the proxy slowed down.
+use, of which only the latest per (employee, service) matters); a daemon thread hands what has
+gathered about once a second to the writer (in the proxy, the state worker's single thread) as
+one transaction. If the database cannot keep up, the oldest events are dropped (said once per
+episode in the log), never the proxy slowed down.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import threading
+from collections.abc import Callable
 
 from gatekeeper.logs import get_logger
-from gatekeeper.state import AuditedAction, BlockedAttempt, Event, GrantUse, StateDB
+from gatekeeper.state import AuditedAction, BlockedAttempt, Event, GrantUse
 
 log = get_logger("gatekeeper.recorder")
 
@@ -32,7 +34,7 @@ class Recorder:
         self._events: collections.deque[Event] = collections.deque(maxlen=max_queued)
         self._usage: dict[tuple[str, str], dt.datetime] = {}
         self._dropped = 0
-        self._db: StateDB | None = None
+        self._write: Callable[[list[Event]], object] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._flush_lock = threading.Lock()  # the thread and a final flush never interleave
@@ -58,10 +60,12 @@ class Recorder:
 
     # --- the writer -------------------------------------------------------------------------
 
-    def start(self, db: StateDB) -> None:
+    def start(self, write: Callable[[list[Event]], object]) -> None:
+        """Start the thread; `write(batch)` records a batch in one transaction (such as
+        `StateDB.record_many`) and raises when it could not."""
         if self._thread is not None:
             return
-        self._db = db
+        self._write = write
         self._thread = threading.Thread(target=self._run, name="gatekeeper-recorder",
                                         daemon=True)
         self._thread.start()
@@ -79,11 +83,11 @@ class Recorder:
         """Write the events gathered so far in one transaction; returns how many."""
         with self._flush_lock:
             batch = self._take()
-            if not batch or self._db is None:
+            if not batch or self._write is None:
                 return 0
             try:
-                self._db.record_many(batch)
-            except Exception as e:  # sqlite3 or StateError: keep running, say so
+                self._write(batch)
+            except Exception as e:  # the database failed: keep running, say so
                 log.error("review_events_lost", count=len(batch), error=type(e).__name__)
                 return 0
             return len(batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,8 @@ from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
 from gatekeeper.pages import render
 from gatekeeper.reload import PolicyHolder
-from gatekeeper.state import StateDB, load_secret
+from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
+from gatekeeper.state_worker import Job, StateWorker, fault_kind
 
 DECISION_KEY = "gatekeeper.decision"
 REASON_HEADER = "X-Gatekeeper-Reason"
@@ -35,21 +37,45 @@ class Runtime:
         self.holder = PolicyHolder()
         self.metrics: Metrics = Metrics()
         self.ready = False
-        # The state database, opened once per process by `open_state` (Lifecycle.running) and
-        # shared by every addon; the CSRF keys of the proxy's own forms; the review events.
+        # The state database, opened once per process by `open_state` (Lifecycle.running):
+        # `state` for the threads that read it on their own (notifier, scrape), `state_worker`
+        # for everything else, off the event loop; the CSRF keys of the proxy's own forms; the
+        # review events.
         self.state: StateDB | None = None
+        self.state_worker: StateWorker | None = None
         self.csrf: CsrfTokens | None = None
         self.recorder = Recorder()
 
-    def open_state(self, state_dir: Path) -> StateDB:
-        """Open the state database (once; later calls return it) and start its writer.
-        Raises StateError or OSError when it cannot be used."""
-        if self.state is None:
-            state = StateDB(state_dir)
-            self.csrf = CsrfTokens(load_secret(state_dir))
-            self.recorder.start(state)
-            self.state = state
-        return self.state
+    def open_state(self, state_dir: Path) -> StateWorker:
+        """Open the state database (once; later calls return it), check its integrity and
+        start its worker and the recorder.
+
+        A damaged database does not stop the proxy: it enforces the policy as always, answers
+        that nothing can be recorded, and reports the damage (`/readyz`,
+        `gatekeeper_state_healthy`). Anything else that makes the state unusable (a directory
+        it cannot write, a newer schema, a damaged secret.key) raises StateError or OSError.
+        """
+        if self.state_worker is None:
+            csrf = CsrfTokens(load_secret(state_dir))
+            try:
+                state, problem = StateDB(state_dir), None
+            except StateError as e:
+                if fault_kind(e) != "corrupt":
+                    raise
+                state, problem = None, str(e.__cause__ or e)
+            worker = StateWorker(state, Path(state_dir) / DB_FILE, self.metrics, problem=problem)
+            worker.check()  # PRAGMA quick_check before the first request
+            worker.start()
+            self.recorder.start(functools.partial(_record_events, worker))
+            self.state, self.state_worker, self.csrf = state, worker, csrf
+        return self.state_worker
+
+    async def state_call(self, operation: str, job: Job[T]) -> T:
+        """Run a state job for a hook: off the event loop, within the state deadline.
+        Raises StateOperationError when it did not happen."""
+        if self.state_worker is None:
+            raise RuntimeError("the state database is not open")
+        return await self.state_worker.run(operation, job)
 
     @property
     def policy(self) -> Policy | None:
@@ -58,6 +84,11 @@ class Runtime:
     @staticmethod
     def today() -> dt.date:
         return dt.date.today()
+
+
+def _record_events(worker: StateWorker, events: list[Event]) -> None:
+    """The recorder's batches go through the one state writer (from the recorder's thread)."""
+    worker.call("record_events", lambda db: db.record_many(events))
 
 
 def employee_of(flow: http.HTTPFlow, policy: Policy) -> str | None:
@@ -125,29 +156,45 @@ def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | Non
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def fail_closed(hook: F) -> F:
-    """Wrap an addon hook so that any error blocks the flow (mitmproxy would let it through).
+    """Wrap an addon hook (plain or `async def`) so that any error blocks the flow (mitmproxy
+    would let it through).
 
     The error is logged and counted as reason `internal_error`.
     """
+    if inspect.iscoroutinefunction(hook):
+
+        @functools.wraps(hook)
+        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
+            try:
+                await hook(self, flow)
+            except Exception:
+                _internal_error(self.runtime, flow, hook)
+
+        return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(hook)
     def wrapper(self: Any, flow: http.HTTPFlow) -> None:
         try:
             hook(self, flow)
         except Exception:
-            runtime: Runtime = self.runtime
-            decision = flow.metadata.get(DECISION_KEY)
-            service = decision.service if isinstance(decision, Decision) else None
-            log.exception("internal_error", hook=hook.__qualname__, service=service)
-            blocked = Decision(Verdict.BLOCK, Reason.INTERNAL_ERROR, service)
-            runtime.metrics.blocked.labels(
-                service or "unknown", Reason.INTERNAL_ERROR.value, *runtime.metrics.who(None)
-            ).inc()
-            flow.metadata[DECISION_KEY] = blocked
-            flow.request.stream = False  # answered here: nothing may be streamed upstream
-            flow.response = block_response(flow, blocked, runtime.policy)
+            _internal_error(self.runtime, flow, hook)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _internal_error(runtime: Runtime, flow: http.HTTPFlow, hook: Callable[..., Any]) -> None:
+    """Block the flow of a hook that raised (called while the exception is handled)."""
+    decision = flow.metadata.get(DECISION_KEY)
+    service = decision.service if isinstance(decision, Decision) else None
+    log.exception("internal_error", hook=hook.__qualname__, service=service)
+    blocked = Decision(Verdict.BLOCK, Reason.INTERNAL_ERROR, service)
+    runtime.metrics.blocked.labels(
+        service or "unknown", Reason.INTERNAL_ERROR.value, *runtime.metrics.who(None)
+    ).inc()
+    flow.metadata[DECISION_KEY] = blocked
+    flow.request.stream = False  # answered here: nothing may be streamed upstream
+    flow.response = block_response(flow, blocked, runtime.policy)

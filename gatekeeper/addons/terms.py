@@ -29,7 +29,7 @@ from gatekeeper.addons.portal import (
     Handler,
     PortalError,
     check_csrf,
-    require_state,
+    not_recorded,
     return_path,
     safe_return_to,
 )
@@ -45,6 +45,8 @@ from gatekeeper.addons.runtime import (
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
 from gatekeeper.pages import render
+from gatekeeper.state import StateDB, confirm_written
+from gatekeeper.state_worker import StateOperationError
 
 ACKNOWLEDGE_TERMS_PATH = "/.well-known/gatekeeper/acknowledge-terms"
 TERMS_PURPOSE = "acknowledge-terms"
@@ -62,11 +64,17 @@ class Terms:
         return {ACKNOWLEDGE_TERMS_PATH: self.acknowledge}
 
     def running(self) -> None:
-        state = self.runtime.state  # opened by Lifecycle.running, which runs first
-        if state is not None:
-            self.acknowledged = {
-                (a.employee, a.service, a.terms_url) for a in state.acknowledgements()
-            }
+        """Read the acceptances into memory (the state was opened by Lifecycle.running, which
+        runs first); a damaged database leaves none: the terms are asked for again."""
+        worker = self.runtime.state_worker
+        if worker is None:
+            return
+        try:
+            acknowledgements = worker.call("load_acknowledgements",
+                                           lambda db: db.acknowledgements(), reading=True)
+        except StateOperationError:
+            return  # logged and counted by the worker
+        self.acknowledged = {(a.employee, a.service, a.terms_url) for a in acknowledgements}
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -123,7 +131,7 @@ class Terms:
 
     # --- the portal endpoint ----------------------------------------------------------------
 
-    def acknowledge(self, flow: http.HTTPFlow) -> None:
+    async def acknowledge(self, flow: http.HTTPFlow) -> None:
         """Record the acceptance of the service's current terms and go back (303)."""
         policy, decision = decide_flow(self.runtime, flow)
         employee, service_id = decision.employee, decision.service or ""
@@ -143,9 +151,26 @@ class Terms:
             log.warning("terms_return_to_refused", employee=employee, service=service_id)
             raise PortalError(400, "bad_return_to", "The address to go back to is not a page "
                               "of this site.")
-        require_state(self.runtime).acknowledge(employee, service_id, terms_url,
-                                                dt.datetime.now(dt.UTC))
-        self.acknowledged.add((employee, service_id, terms_url))
+        accepted = (employee, service_id, terms_url)
+        now = dt.datetime.now(dt.UTC)
+
+        def record(db: StateDB) -> None:
+            """On the state worker: the acceptance, read back as the review will read it."""
+            db.acknowledge(employee, service_id, terms_url, now)
+            confirm_written(db, "the acceptance of the terms", lambda reader: accepted in {
+                (a.employee, a.service, a.terms_url) for a in reader.acknowledgements()})
+
+        try:
+            await self.runtime.state_call("acknowledge_terms", record)
+        except StateOperationError as e:
+            log.warning("terms_not_recorded", employee=employee, service=service_id,
+                        kind=e.kind)
+            flow.response = not_recorded(
+                policy, "Your acceptance could not be recorded",
+                f"Please try again in a few minutes; if it keeps failing, tell "
+                f"{policy.approver}.", return_to)
+            return
+        self.acknowledged.add(accepted)
         log.info("terms_acknowledged", employee=employee, service=service_id,
                  terms_url=terms_url)
         flow.response = http.Response.make(
