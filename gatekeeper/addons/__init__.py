@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.directory import DirectoryEmployees, DirectorySignIn
 from gatekeeper.addons.enforce import Conclude, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
@@ -17,7 +18,9 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     terms = Terms(runtime)
     return [
+        DirectoryEmployees(runtime),  # before Lifecycle: its reloader installs through it
         Lifecycle(runtime),
+        DirectorySignIn(runtime),  # proxy sign-in first on the request path, as proxyauth
         TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
         Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision
         Enforcer(runtime),

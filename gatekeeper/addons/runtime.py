@@ -7,7 +7,7 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mitmproxy import http
 
@@ -20,6 +20,9 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.pages import render
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import StateDB, load_secret
+
+if TYPE_CHECKING:
+    from gatekeeper.directory.live import LiveDirectory
 
 DECISION_KEY = "gatekeeper.decision"
 REASON_HEADER = "X-Gatekeeper-Reason"
@@ -40,6 +43,10 @@ class Runtime:
         self.state: StateDB | None = None
         self.csrf: CsrfTokens | None = None
         self.recorder = Recorder()
+        # Where the reloader installs the files' policy: the live holder itself, or, with an
+        # office directory (gateway.yaml `directory:`), the directory, which composes the two.
+        self.directory: LiveDirectory | None = None
+        self.file_policy: PolicyHolder = self.holder
 
     def open_state(self, state_dir: Path) -> StateDB:
         """Open the state database (once; later calls return it) and start its writer.
