@@ -10,11 +10,11 @@ nothing here does.
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 import time
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
 
 from gatekeeper.core.directory import DirectoryList, Person
 from gatekeeper.directory.settings import DirectorySettings, PasswordFileError
@@ -60,7 +60,9 @@ def fetch_people(settings: DirectorySettings) -> DirectoryList:
                 break
         if conn.result and conn.result.get("result") not in (0, None):
             raise DirectoryUnavailableError(f"search failed: {conn.result.get('description')}")
-    except LDAPException as e:
+    except DirectoryUnavailableError:
+        raise
+    except Exception as e:  # LDAP, socket, TLS: the directory did not say; fail closed
         raise DirectoryUnavailableError(_describe(e)) from e
     finally:
         _close(conn)
@@ -79,7 +81,9 @@ def check_password(settings: DirectorySettings, dn: str, password: str) -> bool:
         if conn.result and conn.result.get("result") == INVALID_CREDENTIALS:
             return False
         raise DirectoryUnavailableError(f"bind failed: {conn.result.get('description')}")
-    except LDAPException as e:
+    except DirectoryUnavailableError:
+        raise
+    except Exception as e:  # LDAP, socket, TLS: the directory did not say; fail closed
         raise DirectoryUnavailableError(_describe(e)) from e
     finally:
         _close(conn)
@@ -99,7 +103,7 @@ def _connection(settings: DirectorySettings, user: str, password: str) -> ldap3.
     )
     return ldap3.Connection(
         server, user=user, password=password, read_only=True, auto_referrals=False,
-        receive_timeout=settings.timeout_seconds, raise_exceptions=False,
+        receive_timeout=math.ceil(settings.timeout_seconds), raise_exceptions=False,
     )
 
 
@@ -112,7 +116,7 @@ def _bind(conn: ldap3.Connection, settings: DirectorySettings) -> bool:
 
 
 def _close(conn: ldap3.Connection) -> None:
-    with contextlib.suppress(LDAPException):
+    with contextlib.suppress(Exception):
         conn.unbind()
 
 
