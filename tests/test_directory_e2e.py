@@ -384,3 +384,26 @@ def test_the_bind_password_is_in_no_command_line_log_or_state_file(gk, fake_site
             assert not any(s in path.read_bytes() for s in secrets), path
     saved = proxy.state_dir / "directory.json"
     assert saved.exists() and saved.stat().st_mode & 0o077 == 0
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["ldaps", "starttls"])
+def test_tls_to_the_directory_with_a_ca_file(gk, fake_sites, slapd, tmp_path, transport):
+    if transport == "ldaps":
+        section = {"url": slapd.ldaps_url}
+    else:  # StartTLS on the plain port, by name so that the certificate's name matches
+        section = {"url": f"ldap://localhost:{slapd.port}", "starttls": True}
+    config = write_directory_config(tmp_path, slapd, ca_file=str(slapd.ca_file), **section)
+    proxy = start(gk, config)
+    assert get(proxy, "erin", PASSWORDS["erin"], fake_sites.facebook.url("/")).status_code == 200
+    assert_sign_in_refused(proxy, "erin", "wrong", fake_sites.facebook)
+
+
+def test_a_directory_certificate_from_an_unknown_ca_is_refused(slapd, tmp_path):
+    config = write_directory_config(tmp_path, slapd, url=slapd.ldaps_url)  # no ca_file
+    refused = cli("check", "--online", "--config-dir", str(config))
+    assert refused.returncode == 1
+    assert "cannot read the employees" in refused.stderr
+    assert "certificate" in refused.stderr.lower()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import tls
+
 SUFFIX = "dc=clinic,dc=example"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PASSWORD = "root-pw-for-tests-only"
@@ -65,11 +67,17 @@ class Slapd:
         self.workdir = workdir
         self.accounts = {a.uid: a for a in accounts}
         self.port = free_port()
+        self.ldaps_port = free_port()  # LDAPS, with a certificate of the test CA (`ca_file`)
+        self.ca_file = tls.shared_ca().cert_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://localhost:{self.ldaps_port}"
 
     def start(self) -> Slapd:
         db = self.workdir / "db"
@@ -79,7 +87,8 @@ class Slapd:
             subprocess.run(["slapadd", "-f", str(self.conf), "-l", str(self._write_ldif())],
                            check=True, capture_output=True)
         self.process = subprocess.Popen(
-            [SLAPD, "-f", str(self.conf), "-h", f"{self.url}/", "-d", "0"],
+            [SLAPD, "-f", str(self.conf), "-h",
+             f"{self.url}/ ldaps://127.0.0.1:{self.ldaps_port}/", "-d", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 15
@@ -137,8 +146,13 @@ class Slapd:
 
     def _write_config(self) -> None:
         includes = "".join(f"include /etc/ldap/schema/{s}.schema\n" for s in SCHEMAS)
+        cert, key = tls.issue(["localhost", "127.0.0.1"])
+        key.chmod(0o600)
         self.conf.write_text(
             f"{includes}"
+            f"TLSCACertificateFile {self.ca_file}\n"
+            f"TLSCertificateFile {cert}\n"
+            f"TLSCertificateKeyFile {key}\n"
             f"pidfile {self.workdir / 'slapd.pid'}\n"
             "modulepath /usr/lib/ldap\n"
             "moduleload back_mdb\n"
