@@ -19,7 +19,7 @@ from pathlib import Path
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, make_auth_required_response
 
-from gatekeeper.addons.runtime import REASON_HEADER, Runtime
+from gatekeeper.addons.runtime import REASON_HEADER, Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.directory.live import LiveDirectory, SignInResult
 from gatekeeper.directory.store import directory_settings
@@ -115,7 +115,11 @@ class DirectorySignIn:
         if credentials is None:
             flow.response = make_auth_required_response(True)
             return False
-        result, employee = await directory.sign_in(*credentials)
+        try:
+            result, employee = await directory.sign_in(*credentials)
+        except Exception:  # fail closed: mitmproxy would let the flow through unchecked
+            log.exception("internal_error", hook="DirectorySignIn.sign_in")
+            result, employee = SignInResult.UNAVAILABLE, None
         if employee is not None:
             flow.metadata["proxyauth"] = (employee, "")
             del flow.request.headers["Proxy-Authorization"]

@@ -73,6 +73,11 @@ class LiveDirectory:
 
     # --- the employee list ------------------------------------------------------------------
 
+    @property
+    def file_policy(self) -> Policy | None:
+        """The policy of the files, before the directory's employees are added."""
+        return self._file_policy
+
     def install_file_policy(self, policy: Policy) -> None:
         with self._lock:
             self._file_policy = policy
@@ -99,7 +104,7 @@ class LiveDirectory:
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=2 * self.settings.timeout_seconds + 1)
+            self._thread.join(timeout=1)  # a daemon thread; a read under way is bounded anyway
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def refresh_soon(self) -> None:
@@ -215,7 +220,7 @@ class FilePolicyInbox(PolicyHolder):
 
     @property  # type: ignore[override]
     def policy(self) -> Policy | None:
-        return self._live._file_policy
+        return self._live.file_policy
 
     @policy.setter
     def policy(self, policy: Policy | None) -> None:
