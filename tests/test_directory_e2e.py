@@ -34,7 +34,7 @@ from gatekeeper.state import StateDB
 TIMEOUT = 15
 DIRECTORY_TIMEOUT = 2  # timeout_seconds in gateway.yaml
 REGULAR = ["--mode", "regular"]  # gateway.yaml says explicit: no transparent listener here
-PASSWORDS = {"dave": "dave-pw-1", "erin": "erin-pw-2", "frank": "frank-pw-3",
+PASSWORDS = {"dave": "dave-pw-1", "erin": "erin:pw-2", "frank": "frank-pw-3",
              "mallory": "mallory-pw-4", "gina": "gina-pw-5"}
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs Debian slapd and ldap-utils")
@@ -172,6 +172,32 @@ def test_a_successful_sign_in_is_cached_briefly(gk, fake_sites, slapd, tmp_path)
     assert proxy.metric("gatekeeper_directory_sign_ins_total", result="cached") == 2
     # The cache is keyed by the password too: a wrong one is checked, and refused.
     assert get(proxy, "erin", "guess", url).status_code == 407
+
+
+# --- tricks -------------------------------------------------------------------------------------
+# (erin's password has a colon in it: the whole of it counts, as everywhere above)
+
+
+@pytest.mark.parametrize("user", [
+    "*", "erin)(uid=*", "erin*", "uid=erin,ou=people,dc=clinic,dc=example", "erin\x00", "",
+], ids=["wildcard", "filter-injection", "prefix-wildcard", "a-dn", "nul", "empty-user"])
+def test_names_that_are_not_an_employee_id_sign_in_nobody(gk, fake_sites, slapd, tmp_path,
+                                                          user):
+    proxy = start(gk, write_directory_config(tmp_path, slapd))
+    reply = get(proxy, user, PASSWORDS["erin"], fake_sites.facebook.url("/", scheme="http"))
+    assert reply.status_code == 407
+    assert fake_sites.facebook.connections == 0
+
+
+def test_half_a_password_split_at_its_colon_is_wrong(gk, fake_sites, slapd, tmp_path):
+    proxy = start(gk, write_directory_config(tmp_path, slapd))
+    assert_sign_in_refused(proxy, "erin", PASSWORDS["erin"].split(":")[0], fake_sites.facebook)
+
+
+def test_the_service_accounts_password_signs_in_nobody(gk, fake_sites, slapd, tmp_path):
+    proxy = start(gk, write_directory_config(tmp_path, slapd))
+    for user in ("gatekeeper", SERVICE_DN):
+        assert_sign_in_refused(proxy, user, SERVICE_PASSWORD, fake_sites.facebook)
 
 
 # --- the employee list --------------------------------------------------------------------------

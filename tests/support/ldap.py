@@ -44,7 +44,7 @@ class Account:
 
 ACCOUNTS = (
     Account("dave", "dave-pw-1", "dave@clinic.example", "Dave Doe"),
-    Account("erin", "erin-pw-2", "erin@clinic.example", "Erin Example"),
+    Account("erin", "erin:pw-2", "erin@clinic.example", "Erin Example"),
     Account("frank", "frank-pw-3", "frank@clinic.example", "Frank Leaver"),
     Account("mallory", "mallory-pw-4", "mallory@clinic.example", "Mallory Outsider",
             staff=False),
