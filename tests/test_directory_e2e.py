@@ -208,6 +208,7 @@ def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_pat
     x = fake_sites.x
     session = proxy.session("frank", PASSWORDS["frank"])
     assert session.get(x.url("/"), timeout=TIMEOUT).status_code == 200
+    assert proxy.metric("gatekeeper_active_grants", service="x") == 1
 
     refreshed = proxy.metric("gatekeeper_directory_refreshes_total", result="success")
     slapd.remove_member("frank")
@@ -219,6 +220,7 @@ def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_pat
     assert blocked.status_code == 403
     assert blocked.headers["X-Gatekeeper-Reason"] == "unknown_employee"
     assert_sign_in_refused(proxy, "frank", PASSWORDS["frank"], x)  # and cannot sign in again
+    assert proxy.metric("gatekeeper_active_grants", service="x") == 0
 
     review = cli("review", "--json", "--config-dir", str(proxy.config_dir),
                  "--state-dir", str(proxy.state_dir))
