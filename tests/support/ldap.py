@@ -81,20 +81,21 @@ class Slapd:
 
     def start(self) -> Slapd:
         db = self.workdir / "db"
-        if self.process is None and not db.exists():
+        if not db.exists():
             db.mkdir(parents=True)
             self._write_config()
             subprocess.run(["slapadd", "-f", str(self.conf), "-l", str(self._write_ldif())],
                            check=True, capture_output=True)
-        self.process = subprocess.Popen(
-            [SLAPD, "-f", str(self.conf), "-h",
-             f"{self.url}/ ldaps://127.0.0.1:{self.ldaps_port}/", "-d", "0"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        with self.log.open("ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [SLAPD, "-f", str(self.conf), "-h",
+                 f"{self.url}/ ldaps://127.0.0.1:{self.ldaps_port}/", "-d", "0"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
         deadline = time.monotonic() + 15
         while not self._answers():
             if self.process.poll() is not None:
-                raise AssertionError(f"slapd exited: {self.process.stderr.read().decode()}")
+                raise AssertionError(f"slapd exited: {self.log.read_text(errors='replace')}")
             if time.monotonic() > deadline:
                 raise AssertionError("slapd did not answer in 15 s")
             time.sleep(0.05)
@@ -129,6 +130,10 @@ class Slapd:
     @property
     def conf(self) -> Path:
         return self.workdir / "slapd.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "slapd.log"
 
     def _modify_staff(self, change: str, uid: str) -> None:
         ldif = f"dn: {STAFF_DN}\nchangetype: modify\n{change}: member\nmember: " \
