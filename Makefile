@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey
+SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey slapd ldap-utils
 
 .PHONY: run test lint bench system-deps clean
 

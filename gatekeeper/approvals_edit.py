@@ -39,9 +39,10 @@ from pathlib import Path
 
 import yaml
 
-from gatekeeper.config.loader import APPROVALS_FILE, load_policy
+from gatekeeper.config.loader import APPROVALS_FILE
 from gatekeeper.config.yamlsrc import ConfigError, Problem
 from gatekeeper.core.model import Grant, Policy
+from gatekeeper.directory.store import office_policy
 
 LOCK_WAIT_SECONDS = 10.0
 KEY_ORDER = ("employee", "service", "accounts", "approved_by", "approved_on", "expires")
@@ -89,6 +90,7 @@ def grant(
     accounts: Sequence[str] | None = None,
     today: dt.date | None = None,
     before_replace: BeforeReplace = None,
+    state_dir: Path | None = None,
 ) -> EditResult:
     """Grant `employee` access to `service`, approved by the file's approver today.
 
@@ -96,7 +98,8 @@ def grant(
     set (`expires=None` removes an expiry: the decision made now has none); `accounts`
     replaces the grant's accounts when given and is left as it is when None (a new grant
     then defaults to the employee's e-mail). `before_replace` runs just before the file is
-    checked for concurrent changes and replaced (tests use it to make one).
+    checked for concurrent changes and replaced (tests use it to make one). With an office
+    directory, its employees (the last list the proxy saved in `state_dir`) can be granted.
     """
     today = today or dt.date.today()
     if expires is not None and expires <= today:
@@ -116,7 +119,7 @@ def grant(
         remove = ("expires",) if expires is None else ()
         return doc.update_grant(found, values, remove), "updated"
 
-    return _edit(config_dir, employee, service, change, before_replace)
+    return _edit(config_dir, employee, service, change, before_replace, state_dir)
 
 
 def revoke(
@@ -136,7 +139,8 @@ def revoke(
 def _known(policy: Policy, employee: str, service: str) -> None:
     if employee not in policy.employees:
         raise EditError(
-            f"unknown employee {employee!r}: add them under 'employees:' in approvals.yaml first"
+            f"unknown employee {employee!r}: add them under 'employees:' in approvals.yaml "
+            "first (or, with an office directory, to its employee group)"
         )
     if service not in policy.services:
         known = ", ".join(sorted(policy.services))
@@ -165,6 +169,7 @@ def _edit(
     service: str,
     change: Callable[[_Document, Policy], tuple[str, str]],
     before_replace: BeforeReplace,
+    state_dir: Path | None = None,
 ) -> EditResult:
     config_dir = Path(config_dir)
     path = Path(os.path.realpath(config_dir / APPROVALS_FILE))  # edit a symlink's target
@@ -173,10 +178,10 @@ def _edit(
             text = snapshot.data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise EditError(f"{path} is not UTF-8 text: {e}") from e
-        policy = load_policy(config_dir, overrides={APPROVALS_FILE: text})  # ConfigError: fix it
+        policy = office_policy(config_dir, state_dir, {APPROVALS_FILE: text})  # ConfigError
         new_text, action = change(_Document(text), policy)
         try:
-            new_policy = load_policy(config_dir, overrides={APPROVALS_FILE: new_text})
+            new_policy = office_policy(config_dir, state_dir, {APPROVALS_FILE: new_text})
         except ConfigError as e:
             raise InvalidResultError(e.problems) from e
         if before_replace is not None:

@@ -23,6 +23,8 @@ from gatekeeper.approvals_edit import EditError, EditResult
 from gatekeeper.cli import Handler, config_dir_arg, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.core.model import Employee
+from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
 from gatekeeper.state import APPROVED, DB_FILE, DENIED, PENDING, AccessRequest, StateDB, StateError
 
@@ -115,6 +117,22 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _people(args: argparse.Namespace) -> dict[str, Employee]:
+    """The employees by id, with the directory's names, for showing who is who (empty when
+    the configuration does not load: listing still works)."""
+    try:
+        return dict(office_policy(args.config_dir, args.state_dir).employees)
+    except ConfigError:
+        return {}
+
+
+def _person(employee: Employee | None) -> dict[str, str]:
+    return {
+        "employee_name": employee.display_name if employee else "",
+        "employee_email": employee.email if employee else "",
+    }
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -164,16 +182,21 @@ def add_requests(sub: argparse._SubParsersAction) -> None:
 def run_requests(args: argparse.Namespace) -> int:
     with _open_state(args) as db:
         found = db.all_requests() if args.all else db.pending_requests()
+    people = _people(args)
     if args.json:
-        _print_json([r.to_json() for r in found])
+        _print_json([{**r.to_json(), **_person(people.get(r.employee))} for r in found])
         return 0
     if not found:
         print("no access requests" if args.all else "no pending access requests")
         return 0
-    rows = [("ID", "EMPLOYEE", "SERVICE", "CREATED", "STATUS", "TO APPROVE", "JUSTIFICATION")]
+    names = {r.employee: _name(people.get(r.employee)) for r in found}
+    named = any(names.values())  # the NAME column only when someone has one (a directory)
+    rows = [("ID", "EMPLOYEE", *(("NAME",) if named else ()), "SERVICE", "CREATED", "STATUS",
+             "TO APPROVE", "JUSTIFICATION")]
     rows += [
         (
-            r.id, r.employee, r.service, _local(r.created), r.status,
+            r.id, r.employee, *((names[r.employee],) if named else ()), r.service,
+            _local(r.created), r.status,
             f"gatekeeper approve {r.id}" if r.status == PENDING else "",
             r.justification,
         )
@@ -181,6 +204,13 @@ def run_requests(args: argparse.Namespace) -> int:
     ]
     print(_table(rows))
     return 0
+
+
+def _name(employee: Employee | None) -> str:
+    """`Erin Example <erin@clinic.example>` when the directory names the person."""
+    if employee is None or not employee.display_name:
+        return ""
+    return f"{employee.display_name} <{employee.email}>"
 
 
 # --- approve / deny ---------------------------------------------------------------------------
@@ -212,7 +242,7 @@ def run_approve(args: argparse.Namespace) -> int:
         try:
             result = approvals_edit.grant(
                 args.config_dir, request.employee, request.service,
-                expires=args.expires, accounts=args.accounts,
+                expires=args.expires, accounts=args.accounts, state_dir=args.state_dir,
             )
         except (ConfigError, EditError) as e:
             _report(args, e)
@@ -264,7 +294,7 @@ def add_grant(sub: argparse._SubParsersAction) -> None:
 def run_grant(args: argparse.Namespace) -> int:
     result = approvals_edit.grant(
         args.config_dir, args.employee, args.service,
-        expires=args.expires, accounts=args.accounts,
+        expires=args.expires, accounts=args.accounts, state_dir=args.state_dir,
     )
     verb = "granted" if result.action == "added" else "grant renewed"
     print(f"{verb}: {_grant_summary(result)}; {RELOAD_NOTE}")
@@ -345,7 +375,7 @@ def add_review(sub: argparse._SubParsersAction) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    policy = load_policy(args.config_dir)
+    policy = office_policy(args.config_dir, args.state_dir)
     today = dt.date.today()
     since = args.since or today - dt.timedelta(days=REVIEW_DAYS)
     with _open_state(args) as db:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper import __version__
-from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import normalize_host
@@ -53,10 +52,14 @@ def state_dir_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_or_report(config_dir: Path) -> Policy | None:
-    """The policy, or None after printing every problem as `path:line: message` to stderr."""
+def load_or_report(config_dir: Path, state_dir: Path | None = None) -> Policy | None:
+    """The policy, or None after printing every problem as `path:line: message` to stderr.
+    With an office directory, its employees are those of the last list the proxy saved in
+    `state_dir` (none: only approvals.yaml's)."""
+    from gatekeeper.directory.store import office_policy
+
     try:
-        return load_policy(config_dir)
+        return office_policy(config_dir, state_dir)
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -136,10 +139,14 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="validate the configuration",
-        description="Validate services.yaml and approvals.yaml. Exit 0 with a one-line "
-        "summary, or exit 1 with one `path:line: message` line per problem.",
+        description="Validate services.yaml and approvals.yaml (and the directory: section "
+        "of gateway.yaml, if any). Exit 0 with a one-line summary, or exit 1 with one "
+        "`path:line: message` line per problem.",
     )
     config_dir_arg(p)
+    p.add_argument("--online", action="store_true",
+                   help="also sign in to the office directory (gateway.yaml directory:) and "
+                   "report how many employees it sees")
     p.set_defaults(handler=run_check)
 
 
@@ -155,7 +162,9 @@ def run_check(args: argparse.Namespace) -> int:
     for placeholder in policy.unfilled:
         print(f"warning: placeholder {placeholder} is not filled in: header not sent",
               file=sys.stderr)
-    return 0
+    from gatekeeper.directory.check import check_directory
+
+    return check_directory(args.config_dir, policy, online=args.online)
 
 
 # --- explain -------------------------------------------------------------------------------
@@ -169,6 +178,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
         "user name, or - for unknown) to URL, and why.",
     )
     config_dir_arg(p)
+    state_dir_arg(p)
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--method", default="GET", help="request method (default: GET)")
     p.add_argument("--source-ip", metavar="IP",
@@ -179,7 +189,7 @@ def add_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    policy = load_or_report(args.config_dir)
+    policy = load_or_report(args.config_dir, args.state_dir)
     if policy is None:
         return 1
     url = urllib.parse.urlsplit(args.url if "//" in args.url else f"//{args.url}")
@@ -190,12 +200,15 @@ def run_explain(args: argparse.Namespace) -> int:
     employee = policy.identify(user, args.source_ip)
     decision = decide(policy, employee, (url.hostname,), dt.date.today())
     report_only = decision.blocked and policy.mode is Mode.REPORT
+    person = policy.employees.get(decision.employee or "")
     if args.json:
         print(json.dumps({
             "decision": decision.verdict.value,
             "service": decision.service,
             "reason": decision.reason.value,
             "employee": decision.employee,
+            "employee_name": person.display_name if person else "",
+            "employee_email": person.email if person else "",
             "enforced": not report_only,
             "login_rule": _login_rule_json(policy, decision, args.method, url),
         }))
@@ -205,6 +218,8 @@ def run_explain(args: argparse.Namespace) -> int:
         return 0
     service = policy.services[decision.service or ""]
     who = decision.employee or "unknown employee"
+    if person is not None and person.display_name:
+        who += f" ({person.display_name} <{person.email}>)"
     line = f"{decision.verdict.value}: {service.name} ({service.id}) for {who}: {decision.reason}"
     if decision.reason in REASON_TEXT:
         line += f" - {REASON_TEXT[decision.reason]}"

@@ -24,6 +24,7 @@ from gatekeeper.config.loader import FileChecker
 from gatekeeper.config.yamlsrc import ConfigError, Node, read_yaml
 from gatekeeper.core.hosts import validate_domain
 from gatekeeper.core.model import IPNetwork
+from gatekeeper.directory.settings import DirectorySettings, parse_directory
 
 GATEWAY_FILE = "gateway.yaml"
 TABLE = "inet gatekeeper"
@@ -57,6 +58,7 @@ class GatewayConfig:
     pac_port: int | None  # a separate LAN-facing listener serving only the PAC file
     exempt_sources: tuple[IPNetwork, ...]
     exempt_destinations: tuple[IPNetwork, ...]
+    directory: DirectorySettings | None = None  # the office directory (LDAP, AD), if used
 
     @property
     def redirect_port(self) -> int:
@@ -97,7 +99,8 @@ def load_gateway(config_dir: Path) -> GatewayConfig:
 def parse_gateway(path: Path, root: Node) -> GatewayConfig:
     """Validate a parsed `gateway.yaml`; raises `ConfigError` listing every problem."""
     f = FileChecker(str(path), [])
-    top = f.mapping(root, GATEWAY_FILE, required=("mode", "lan"), optional=("proxy", "exempt"))
+    top = f.mapping(root, GATEWAY_FILE, required=("mode", "lan"),
+                    optional=("proxy", "exempt", "directory"))
     if top is None:
         raise ConfigError(f.problems)
     mode = GatewayMode.EXPLICIT
@@ -143,6 +146,8 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
             exempt_sources = _networks(f, exempt.get("sources"), "exempt: sources")
             exempt_destinations = _networks(f, exempt.get("destinations"), "exempt: destinations")
 
+    directory = parse_directory(f, top["directory"]) if "directory" in top else None
+
     if f.problems:
         raise ConfigError(f.problems)
     return GatewayConfig(
@@ -156,6 +161,7 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
         pac_port=ports["pac_port"],
         exempt_sources=tuple(exempt_sources),
         exempt_destinations=tuple(exempt_destinations),
+        directory=directory,
     )
 
 

@@ -167,6 +167,37 @@ class Metrics:
         )
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        self.directory_up = Gauge(
+            "gatekeeper_directory_up",
+            "1 if the last read of the office directory's employees succeeded, 0 if it failed "
+            "(the last good list stays in force; /readyz says since when). Stays 0 without a "
+            "directory: section in gateway.yaml.",
+            registry=r,
+        )
+        self.directory_refreshes = Counter(
+            "gatekeeper_directory_refreshes",
+            "Reads of the office directory's employee list, by result.",
+            ("result",),
+            registry=r,
+        )
+        self.directory_last_success = Gauge(
+            "gatekeeper_directory_last_refresh_success_timestamp_seconds",
+            "Unix time of the last successful read of the office directory's employees.",
+            registry=r,
+        )
+        self.directory_employees = Gauge(
+            "gatekeeper_directory_employees",
+            "Employees known from the office directory in the list in force.",
+            registry=r,
+        )
+        self.directory_sign_ins = Counter(
+            "gatekeeper_directory_sign_ins",
+            "Proxy sign-ins checked against the office directory, by result: success, cached "
+            "(a recent success), rejected (wrong password or not an employee: 407), "
+            "unavailable (the directory did not answer in time: 503).",
+            ("result",),
+            registry=r,
+        )
         for outcome in ("passthrough", "intercepted", "refused"):
             self.unnamed_connections.labels(outcome)
 

@@ -103,8 +103,8 @@ def _add_grants(policy: Policy, today: dt.date, active: GaugeMetricFamily,
     soonest: dict[str, dt.date] = {}
     soon = 0
     for grant in policy.grants.values():
-        if grant.expired(today):
-            continue
+        if grant.expired(today) or grant.employee not in policy.employees:
+            continue  # a leaver's grant (office directory) is in force for nobody
         per_service[grant.service] = per_service.get(grant.service, 0) + 1
         if grant.expires is None:
             continue

@@ -25,10 +25,14 @@ def review_report(policy: Policy, data: ReviewData, today: dt.date) -> dict[str,
     """
     active: list[dict[str, Any]] = []
     expired: list[dict[str, Any]] = []
+    leavers: list[dict[str, Any]] = []
     for key in sorted(policy.grants):
         grant = policy.grants[key]
         entry = _grant_entry(policy, grant, data.last_use.get(key), today)
-        (expired if grant.expired(today) else active).append(entry)
+        if grant.employee not in policy.employees:
+            leavers.append(entry)  # only with a directory: someone who left its group
+        else:
+            (expired if grant.expired(today) else active).append(entry)
     current_terms = {s.id: s.terms_url for s in policy.services.values()}
     return {
         "today": today.isoformat(),
@@ -40,6 +44,7 @@ def review_report(policy: Policy, data: ReviewData, today: dt.date) -> dict[str,
         ],
         "unused": [g for g in active if g["unused_days"] >= UNUSED_AFTER_DAYS],
         "expired_grants": expired,
+        "leaver_grants": leavers,
         "pending_requests": [
             {**r.to_json(), "age_days": (today - r.created.date()).days} for r in data.pending
         ],
@@ -58,8 +63,11 @@ def _grant_entry(
     policy: Policy, grant: Grant, last_use: dt.datetime | None, today: dt.date
 ) -> dict[str, Any]:
     idle_since = max(grant.approved_on, last_use.date()) if last_use else grant.approved_on
+    person = policy.employees.get(grant.employee)
     return {
         "employee": grant.employee,
+        "employee_name": person.display_name if person else "",
+        "employee_email": person.email if person else "",
         "service": grant.service,
         "accounts": sorted(grant.accounts),
         "approved_by": grant.approved_by,
@@ -98,6 +106,11 @@ def format_review_text(report: dict[str, Any]) -> str:
         lambda g: f"{g['employee']} {g['service']}: expired {g['expires']}",
     )
     section(
+        "Grants of leavers (not employees any more: revoke them)", report["leaver_grants"],
+        lambda g: f"{g['employee']} {g['service']}: gatekeeper revoke {g['employee']} "
+        f"{g['service']}",
+    )
+    section(
         "Pending requests", report["pending_requests"],
         lambda r: f"{r['id']}  {r['employee']} {r['service']} ({r['age_days']} days old): "
         f"{r['justification']}",
@@ -132,8 +145,11 @@ def format_review_text(report: dict[str, Any]) -> str:
 
 def _grant_line(grant: dict[str, Any]) -> str:
     until = f"until {grant['expires']}" if grant["expires"] else "no expiry"
+    who = grant["employee"]
+    if grant["employee_name"]:
+        who += f" ({grant['employee_name']})"
     return (
-        f"{grant['employee']} {grant['service']}: {until}; accounts "
+        f"{who} {grant['service']}: {until}; accounts "
         f"{', '.join(grant['accounts'])}; approved {grant['approved_on']} by "
         f"{grant['approved_by']}; last used {grant['last_used'] or 'never'}"
     )

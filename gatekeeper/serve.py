@@ -92,10 +92,17 @@ async def _run(settings: ServeSettings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, master.shutdown)
-    loop.add_signal_handler(signal.SIGHUP, lifecycle.reload)
+    loop.add_signal_handler(signal.SIGHUP, _reload, lifecycle, runtime)
     await master.run()
     log.info("stopped")
     return 0
+
+
+def _reload(lifecycle: Lifecycle, runtime: Runtime) -> None:
+    """SIGHUP: reload the files and read the office directory again, both off the loop."""
+    lifecycle.reload()
+    if runtime.directory is not None:
+        runtime.directory.refresh_soon()
 
 
 class _ToStructlog(logging.Handler):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gatekeeper.addons.accounts import Accounts
 from gatekeeper.addons.destinations import GatewayDestinations
+from gatekeeper.addons.directory import DirectoryEmployees, DirectorySignIn
 from gatekeeper.addons.enforce import Conclude, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
@@ -20,8 +21,10 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
     runtime = runtime or Runtime()
     terms = Terms(runtime)
     return [
+        DirectoryEmployees(runtime),  # before Lifecycle: its reloader installs through it
         Lifecycle(runtime),
         UnnamedConnections(runtime),  # TLS and raw tunnels to an IP address (no HTTP flow)
+        DirectorySignIn(runtime),  # proxy sign-in first on the request path, as proxyauth
         TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
         ProxyLoginGuard(runtime),  # right after proxyauth: counts and slows wrong passwords
         Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision

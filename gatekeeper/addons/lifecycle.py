@@ -126,7 +126,7 @@ class Lifecycle:
         loop = ctx.master.event_loop
         self.reloader = PolicyReloader(
             config_dir,
-            self.runtime.holder,
+            self.runtime.file_policy,
             self.runtime.metrics,
             on_change=lambda policy: loop.call_soon_threadsafe(_intercept_only, policy),
         )

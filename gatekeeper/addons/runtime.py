@@ -8,7 +8,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mitmproxy import http
 
@@ -22,6 +22,9 @@ from gatekeeper.pages import render
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
 from gatekeeper.state_worker import Job, StateWorker, fault_kind
+
+if TYPE_CHECKING:
+    from gatekeeper.directory.live import LiveDirectory
 
 DECISION_KEY = "gatekeeper.decision"
 REASON_HEADER = "X-Gatekeeper-Reason"
@@ -45,6 +48,10 @@ class Runtime:
         self.state_worker: StateWorker | None = None
         self.csrf: CsrfTokens | None = None
         self.recorder = Recorder()
+        # Where the reloader installs the files' policy: the live holder itself, or, with an
+        # office directory (gateway.yaml `directory:`), the directory, which composes the two.
+        self.directory: LiveDirectory | None = None
+        self.file_policy: PolicyHolder = self.holder
 
     def open_state(self, state_dir: Path) -> StateWorker:
         """Open the state database (once; later calls return it), check its integrity and

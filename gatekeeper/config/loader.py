@@ -79,12 +79,26 @@ def load_policy(config_dir: Path, overrides: dict[str, str] | None = None) -> Po
     for name in (SERVICES_FILE, APPROVALS_FILE):
         digest.update(texts[name].encode())
         digest.update(b"\0")
-    builder = _Builder(config_dir)
+    builder = _Builder(config_dir, directory=_names_directory(config_dir))
     policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], digest.hexdigest())
     if builder.problems:
         raise ConfigError(builder.problems)
     assert policy is not None
     return policy
+
+
+def _names_directory(config_dir: Path) -> bool:
+    """Whether gateway.yaml has a `directory:` section. Grants may then name employees only
+    the office directory knows; `gatekeeper.core.directory.compose` resolves them (gateway.yaml
+    itself is validated by `gatekeeper.gateway`)."""
+    path = config_dir / "gateway.yaml"
+    if not path.is_file():
+        return False
+    try:
+        root = read_yaml(path)
+    except ConfigError:
+        return False
+    return root.kind == "map" and "directory" in root.value
 
 
 def _read_text(path: Path) -> str:
@@ -205,8 +219,9 @@ class FileChecker:
 class _Builder:
     """Walks both files, collecting every problem, and builds the `Policy`."""
 
-    def __init__(self, config_dir: Path) -> None:
+    def __init__(self, config_dir: Path, *, directory: bool = False) -> None:
         self.problems: list[Problem] = []
+        self.directory = directory  # grants may name people of the office directory
         self.svc = FileChecker(str(config_dir / SERVICES_FILE), self.problems)
         self.app = FileChecker(str(config_dir / APPROVALS_FILE), self.problems)
 
@@ -390,7 +405,7 @@ class _Builder:
                 continue
             employee = self._optional_string(fields, "employee")
             service = self._optional_string(fields, "service")
-            if employee and employee not in employees:
+            if employee and employee not in employees and not self.directory:
                 a.error(fields["employee"], f"grant names unknown employee {employee!r}")
             if service and service not in services:
                 a.error(fields["service"], f"grant names unknown service {service!r}")
@@ -428,7 +443,8 @@ class _Builder:
             if key in result:
                 a.error(entry, f"duplicate grant for employee {employee!r} and service {service!r}")
                 continue
-            if employee in employees and service in services and approved_on:
+            known = employee in employees or (self.directory and bool(employee))
+            if known and service in services and approved_on:
                 result[key] = Grant(
                     employee=employee,
                     service=service,
@@ -471,6 +487,8 @@ class _Builder:
     ) -> dict[str, str]:
         owners = {e.email: e.id for e, _ in employees.values() if e.email}
         for grant in grants.values():
+            if grant.employee not in employees:
+                continue  # someone of the office directory: composed later
             for account in grant.accounts:
                 owner = owners.setdefault(account, grant.employee)
                 if owner != grant.employee:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
+from gatekeeper.core.accounts import normalize_user
 from gatekeeper.core.hosts import DomainIndex
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -122,11 +123,13 @@ class Service:
 
 @dataclass(frozen=True, slots=True)
 class Employee:
-    """One employee from `approvals.yaml`; `id` is the proxy-auth user name."""
+    """One employee from `approvals.yaml` or the office directory; `id` is the proxy-auth
+    user name."""
 
     id: str
     email: str
     addresses: tuple[IPNetwork, ...] = ()
+    display_name: str = ""  # from the office directory, when it knows the person
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +205,19 @@ class Policy:
     notify: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     sha256: str = ""  # of the files it was built from: which policy is live
     unfilled: tuple[str, ...] = ()  # header placeholders IT has not filled in yet (not sent)
+    # With an office directory (gatekeeper.core.directory.compose): normalized sign-in name
+    # (`normalize_user`) -> employee id, and the realms and domains a sign-in name may carry.
+    user_ids: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    realms: frozenset[str] = frozenset()
 
     def identify(self, proxy_user: str | None, source_address: str | None) -> str | None:
         """The employee id: the proxy-auth user name, else the device's source address."""
         if proxy_user:
-            return proxy_user if proxy_user in self.employees else None
+            if proxy_user in self.employees:
+                return proxy_user
+            if self.user_ids:  # `CLINIC\Dave`, `Dave@clinic.example`: who the directory knows
+                return self.user_ids.get(normalize_user(proxy_user, self.realms))
+            return None
         if source_address:
             return self.addresses.lookup(source_address)
         return None
