@@ -11,11 +11,9 @@ by source address. `render_ruleset()` returns nft text, `gatekeeper.firewall` ha
 
 from __future__ import annotations
 
-import argparse
 import enum
 import ipaddress
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,36 +207,6 @@ def _host(f: FileChecker, node: Node, what: str) -> str | None:
     except ValueError:
         f.error(node, f"{what} {text!r} is not an IP address or host name")
         return None
-
-
-def apply_serve_defaults(args: argparse.Namespace) -> bool:
-    """Fill the `gatekeeper serve` options left unset from `<config dir>/gateway.yaml`.
-
-    Flags given on the command line win; with no gateway.yaml the built-in defaults apply
-    (one regular proxy on 8080, metrics on 9464). So on the gateway the listeners always
-    match the firewall: explicit mode listens regular on `port` and transparent on
-    `transparent_port`, transparent mode transparent on `port`. False (problems printed to
-    stderr) when gateway.yaml is invalid.
-    """
-    cfg = None
-    if gateway_file(args.config_dir).exists():
-        try:
-            cfg = load_gateway(args.config_dir)
-        except ConfigError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-            return False
-    if args.mode is None:
-        args.mode = cfg.serve_modes() if cfg else ["regular"]
-    if args.listen_port is None:
-        args.listen_port = cfg.proxy_port if cfg else DEFAULT_PORTS["port"]
-    if args.metrics_port is None:
-        args.metrics_port = cfg.metrics_port if cfg else DEFAULT_PORTS["metrics_port"]
-    if args.pac_port is None and cfg and cfg.pac_port:
-        args.pac_port = cfg.pac_port
-    if args.pac_proxy is None and cfg:
-        args.pac_proxy = cfg.pac_proxy()
-    return True
 
 
 # --- nftables -------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from mitmproxy import ctx, http
 
 from gatekeeper.addons.enforce import enforce
 from gatekeeper.addons.runtime import DECISION_KEY, Runtime, fail_closed, flow_hosts, log
-from gatekeeper.core.accounts import mask_identifier
 from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
     Form,
     LoginCheck,

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
-from gatekeeper.core.accounts import normalize_identifier
 from gatekeeper.core.hosts import DomainIndex, validate_domain
+from gatekeeper.core.identifiers import normalize_identifier
 from gatekeeper.core.model import (
     Access,
     ActionRule,
