@@ -30,6 +30,7 @@ from gatekeeper.state import (
     StateDB,
     StateError,
     UnknownRequestError,
+    schema,
 )
 
 T0 = dt.datetime(2027, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -91,13 +92,13 @@ def test_files_are_private_and_wal(state_dir: Path) -> None:
 
 
 def test_fresh_database_has_every_migration(db: StateDB) -> None:
-    assert db.schema_version == len(state.MIGRATIONS) >= 1
+    assert db.schema_version == len(schema.MIGRATIONS) >= 1
 
 
 def test_newer_database_is_refused(state_dir: Path) -> None:
     StateDB(state_dir).close()
     with sqlite3.connect(state_dir / "gatekeeper.db") as raw:
-        raw.execute(f"PRAGMA user_version = {len(state.MIGRATIONS) + 1}")
+        raw.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) + 1}")
     with pytest.raises(StateError, match="newer gatekeeper"):
         StateDB(state_dir)
 
@@ -115,21 +116,21 @@ def test_new_migration_applies_once_and_keeps_data(
     with StateDB(state_dir) as db:
         request, _ = db.submit_request("alice", "facebook", "campaign", at())
     extra = "ALTER TABLE access_requests ADD COLUMN channel TEXT; CREATE TABLE extra (a TEXT);"
-    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, extra))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, extra))
     with StateDB(state_dir) as db:
-        assert db.schema_version == len(state.MIGRATIONS)
+        assert db.schema_version == len(schema.MIGRATIONS)
         assert db.get_request(request.id).justification == "campaign"
     with StateDB(state_dir) as db:  # applied already: not run again (it would fail)
-        assert db.schema_version == len(state.MIGRATIONS)
+        assert db.schema_version == len(schema.MIGRATIONS)
 
 
 def test_failing_migration_rolls_back_whole(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     StateDB(state_dir).close()
-    version = len(state.MIGRATIONS)
+    version = len(schema.MIGRATIONS)
     broken = "CREATE TABLE half_done (a TEXT); CREATE TABLE half_done (a TEXT);"
-    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, broken))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
     with pytest.raises(StateError):
         StateDB(state_dir)
     with sqlite3.connect(state_dir / "gatekeeper.db") as raw:

@@ -46,7 +46,7 @@ from gatekeeper.core.logins import (
 )
 from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
 from gatekeeper.state import SessionCache, load_secret
-from gatekeeper.state_worker import StateOperationError, StateWorker
+from gatekeeper.state.worker import StateOperationError, StateWorker
 
 DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # After a company login is allowed, session cookies the service sets for this employee are

@@ -31,7 +31,7 @@ from gatekeeper.core.model import Decision, Policy, Reason, Verdict
 from gatekeeper.notify import Notifier, messages
 from gatekeeper.pages import render
 from gatekeeper.state import AccessRequest, StateDB, confirm_written
-from gatekeeper.state_worker import StateOperationError
+from gatekeeper.state.worker import StateOperationError
 
 PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
 OUTCOME_HEADER = "X-Gatekeeper-Portal"

@@ -21,7 +21,7 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.pages import render
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
-from gatekeeper.state_worker import Job, StateWorker, fault_kind
+from gatekeeper.state.worker import Job, StateWorker, fault_kind
 
 if TYPE_CHECKING:
     from gatekeeper.directory.live import LiveDirectory

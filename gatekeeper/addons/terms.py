@@ -46,7 +46,7 @@ from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
 from gatekeeper.pages import render
 from gatekeeper.state import StateDB, confirm_written
-from gatekeeper.state_worker import StateOperationError
+from gatekeeper.state.worker import StateOperationError
 
 ACKNOWLEDGE_TERMS_PATH = "/.well-known/gatekeeper/acknowledge-terms"
 TERMS_PURPOSE = "acknowledge-terms"

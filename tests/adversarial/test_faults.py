@@ -40,7 +40,7 @@ from test_portal_e2e import (
 )
 
 from gatekeeper.state import DB_FILE, StateDB
-from gatekeeper.state_worker import DEADLINE_SECONDS, GRACE_SECONDS
+from gatekeeper.state.worker import DEADLINE_SECONDS, GRACE_SECONDS
 
 TIMEOUT = 10
 # The form's answer may take the deadline, the grace for a commit under way, and some slack for
