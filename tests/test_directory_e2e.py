@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ import pytest
 import requests
 import yaml
 from support import configs
+from support.cli import run_main
 from support.ldap import SERVICE_DN, SERVICE_PASSWORD, STAFF_DN, SUFFIX, Slapd, available
-from support.proxy import BIN
 from support.waiting import wait_until
 
 from gatekeeper.state import StateDB
@@ -102,9 +103,10 @@ def readyz(proxy) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "gatekeeper"), *args], capture_output=True, text=True,
-                          timeout=60)
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`gatekeeper ARGS...`, in process."""
+    return lambda *args: run_main(capsys, args)
 
 
 # --- sign-in ------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ def test_the_service_accounts_password_signs_in_nobody(gk, fake_sites, slapd, tm
 # --- the employee list --------------------------------------------------------------------------
 
 
-def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_path):
+def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_path, cli):
     proxy = start(gk, write_directory_config(tmp_path, slapd, refresh_seconds=1))
     x = fake_sites.x
     session = proxy.session("frank", PASSWORDS["frank"])
@@ -329,7 +331,7 @@ def test_a_slow_directory_delays_nobody_else(gk, fake_sites, slapd, tmp_path):
 # --- commands -----------------------------------------------------------------------------------
 
 
-def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_path):
+def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_path, cli):
     config = write_directory_config(tmp_path, slapd)
     offline = cli("check", "--config-dir", str(config))
     assert offline.returncode == 0, offline.stderr
@@ -357,7 +359,7 @@ def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_
     assert down.returncode == 1 and "cannot read the employees" in down.stderr
 
 
-def test_explain_grant_and_requests_name_directory_people(gk, fake_sites, slapd, tmp_path):
+def test_explain_grant_and_requests_name_directory_people(gk, fake_sites, slapd, tmp_path, cli):
     proxy = start(gk, write_directory_config(tmp_path, slapd))
     dirs = ["--config-dir", str(proxy.config_dir), "--state-dir", str(proxy.state_dir)]
 
@@ -432,7 +434,7 @@ def test_tls_to_the_directory_with_a_ca_file(gk, fake_sites, slapd, tmp_path, tr
     assert_sign_in_refused(proxy, "erin", "wrong", fake_sites.facebook)
 
 
-def test_a_directory_certificate_from_an_unknown_ca_is_refused(slapd, tmp_path):
+def test_a_directory_certificate_from_an_unknown_ca_is_refused(slapd, tmp_path, cli):
     config = write_directory_config(tmp_path, slapd, url=slapd.ldaps_url)  # no ca_file
     refused = cli("check", "--online", "--config-dir", str(config))
     assert refused.returncode == 1
