@@ -15,6 +15,7 @@ from __future__ import annotations
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import brotlicffi
 import zstandard
@@ -47,19 +48,24 @@ class UnreadableBodyError(BodyError):
 # --- sizes --------------------------------------------------------------------------------
 
 
-def declared_length(
-    method: str, content_lengths: list[str], transfer_encodings: list[str], *, http1: bool
-) -> int | None:
+class Headers(Protocol):
+    """Request headers as mitmproxy holds them: every value of a name, any case."""
+
+    def get_all(self, name: str) -> list[str]: ...
+
+
+def declared_length(method: str, headers: Headers, http_version: str) -> int | None:
     """How many body bytes the request announces; None when it does not say (chunked, or
     HTTP/2 and 3 without Content-Length, where a body may follow) or says two things."""
-    if transfer_encodings:
+    if headers.get_all("transfer-encoding"):
         return None
+    content_lengths = headers.get_all("content-length")
     if len(content_lengths) > 1:
         return None
     if content_lengths:
         value = content_lengths[0].strip()
         return int(value) if value.isascii() and value.isdigit() else None
-    if http1 or method.upper() not in BODY_METHODS:
+    if http_version.upper().startswith("HTTP/1") or method.upper() not in BODY_METHODS:
         return 0  # HTTP/1 without either header has no body
     return None
 

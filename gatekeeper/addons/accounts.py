@@ -23,8 +23,15 @@ from pathlib import Path
 from mitmproxy import ctx, http
 
 from gatekeeper.addons.enforce import enforce
-from gatekeeper.addons.runtime import DECISION_KEY, Runtime, fail_closed, flow_hosts, log
-from gatekeeper.bodies import BodyError, declared_length, decode_body, drainable
+from gatekeeper.addons.runtime import (
+    DECISION_KEY,
+    Runtime,
+    fail_closed,
+    flow_hosts,
+    leave_unread,
+    log,
+)
+from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core.accounts import mask_identifier
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import (
@@ -124,7 +131,7 @@ class Accounts:
             flow.metadata[UNREAD_KEY] = True
             self._login_checked(flow, policy, decision,
                                 LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
-            _leave_unread(flow)
+            leave_unread(flow)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -326,30 +333,12 @@ def _unreadable_login(request: http.Request, limit: int) -> str | None:
     headers = request.headers
     if any(len(headers.get_all(name)) > 1 for name in SINGLE_HEADERS):
         return "ambiguous_headers"
-    length = announced_length(request)
+    length = declared_length(request.method, headers, request.http_version)
     if length is None:
         return "body_length_unknown"
     if length > limit:
         return "body_too_large"
     return None
-
-
-def _leave_unread(flow: http.HTTPFlow) -> None:
-    """A login decided on its headers keeps its body out of memory. mitmproxy answers only
-    once the whole request has arrived, buffering the body meanwhile: a small body is read
-    for the answer, a large or endless one ends the connection unanswered. In report mode
-    (no answer) the body streams upstream unread."""
-    if flow.response is None:
-        flow.request.stream = True
-    elif not drainable(announced_length(flow.request)):
-        flow.kill()
-
-
-def announced_length(request: http.Request) -> int | None:
-    """The body length the request's headers announce (see bodies.declared_length)."""
-    return declared_length(request.method, request.headers.get_all("content-length"),
-                           request.headers.get_all("transfer-encoding"),
-                           http1=request.http_version.startswith("HTTP/1"))
 
 
 def _expires_now(attrs) -> bool:
