@@ -15,7 +15,7 @@ import pytest
 import zstandard
 from catalog_samples import CONFIG_DIR, SAMPLES, Sample, filled_services_text
 
-from gatekeeper.addons.accounts import decode_body
+from gatekeeper.bodies import decode_body
 from gatekeeper.config.loader import load_policy
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import (
