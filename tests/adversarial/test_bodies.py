@@ -12,6 +12,7 @@ import pytest
 from support import configs
 from support.rawhttp import (
     closed_without_answer,
+    h2_post,
     peak_rss_mib,
     request,
     response,
@@ -106,6 +107,26 @@ def test_small_chunked_login_is_unverifiable_as_its_length_is_unknown(proxy, fak
                    headers={"Content-Type": FORM})
     assert _refused_detail(proxy) == "body_length_unknown"
     assert linkedin.requests_to(LOGIN) == []
+
+
+def test_http2_login_without_a_length_is_refused_and_with_one_checked(proxy, fake_sites):
+    """HTTP/2 needs no Content-Length: without one the body's size is unknown until it has
+    all arrived, so the login is refused on its headers; with one (as browsers send it) the
+    login is checked as usual."""
+    linkedin = fake_sites.linkedin
+    with tunnel(proxy, linkedin.host, linkedin.https_port, alpn="h2") as sock:
+        assert h2_post(sock, linkedin.host, LOGIN, [("content-type", FORM)], COMPANY) is None
+    assert _refused_detail(proxy) == "body_length_unknown"
+    with tunnel(proxy, linkedin.host, linkedin.https_port, alpn="h2") as sock:
+        assert h2_post(sock, linkedin.host, LOGIN, [("content-type", FORM),
+                                                    ("content-length", str(len(COMPANY)))],
+                       COMPANY) == 200
+    with tunnel(proxy, linkedin.host, linkedin.https_port, alpn="h2") as sock:
+        personal = b"session_key=alice.home%40gmail.com"
+        assert h2_post(sock, linkedin.host, LOGIN, [("content-type", FORM),
+                                                    ("content-length", str(len(personal)))],
+                       personal) == 403
+    assert [r.body for r in linkedin.requests_to(LOGIN)] == [COMPANY]
 
 
 def test_multipart_part_with_base64_transfer_encoding_is_unverifiable(proxy, fake_sites):

@@ -11,13 +11,17 @@ import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
+import h2.config
+import h2.connection
+import h2.events
+
 Headers = list[tuple[str, str]]
 
 
 def tunnel(proxy, host: str, port: int, *, user: str = "alice", password: str = "pw",
-           timeout: float = 10.0) -> ssl.SSLSocket:
+           timeout: float = 10.0, alpn: str = "http/1.1") -> ssl.SSLSocket:
     """A TLS connection to `host:port` inside a CONNECT tunnel through `proxy` (Basic proxy
-    auth as `user`), trusting the proxy's CA."""
+    auth as `user`), trusting the proxy's CA, offering `alpn`."""
     sock = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=timeout)
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
@@ -30,7 +34,7 @@ def tunnel(proxy, host: str, port: int, *, user: str = "alice", password: str = 
         head += data
     assert head.startswith(b"HTTP/1.1 200"), head
     context = ssl.create_default_context(cafile=str(proxy.ca_cert))
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols([alpn])
     return context.wrap_socket(sock, server_hostname=host)
 
 
@@ -74,6 +78,36 @@ def closed_without_answer(sock: socket.socket) -> bool:
         return sock.recv(1) == b""
     except (ConnectionError, ssl.SSLError):
         return True
+
+
+def h2_post(sock: ssl.SSLSocket, host: str, path: str, headers: Headers,
+            body: bytes) -> int | None:
+    """One HTTP/2 POST on a TLS socket that negotiated h2; the response status, or None when
+    the proxy reset the stream or closed the connection without one."""
+    assert sock.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    pseudo = [(":method", "POST"), (":path", path), (":authority", host), (":scheme", "https")]
+    conn.send_headers(1, [*pseudo, *((k.lower(), v) for k, v in headers)])
+    conn.send_data(1, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status = None
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (ConnectionError, ssl.SSLError):
+            return status
+        if not data:
+            return status
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, 1)
+            elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset |
+                            h2.events.ConnectionTerminated):
+                return status
+        sock.sendall(conn.data_to_send())
 
 
 def peak_rss_mib(pid: int) -> float:
