@@ -1,6 +1,6 @@
 """Login identifier extraction, account checks and rule matching (gatekeeper.core.logins),
 and every shipped catalog rule against a request shaped like the real site's
-(tests/catalog_samples.py). Body decoding is tested in test_bodies.py."""
+(tests/catalog_samples.py). Body decoding is tested in test_body_decoding.py."""
 
 from __future__ import annotations
 
