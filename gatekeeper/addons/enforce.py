@@ -14,7 +14,6 @@ from gatekeeper.addons.runtime import (
     block_response,
     decide_flow,
     fail_closed,
-    leave_unread,
     log,
 )
 from gatekeeper.core.model import Decision, Mode, Policy, Reason, Verdict
@@ -40,8 +39,6 @@ class Enforcer:
             return
         self.runtime.metrics.decision_duration.observe(time.perf_counter() - started)
         enforce(self.runtime, flow, policy, decision)
-        if flow.response is not None:
-            leave_unread(flow)  # a blocked upload is not buffered for nothing
 
 
 class Conclude:

@@ -41,7 +41,6 @@ from gatekeeper.addons.runtime import (
     Runtime,
     decide_flow,
     fail_closed,
-    leave_unread,
     log,
     wants_html,
 )
@@ -84,10 +83,8 @@ class Terms:
         blocked = Decision(Verdict.BLOCK, Reason.TERMS_NOT_ACKNOWLEDGED, decision.service,
                            decision.employee)
         enforce(self.runtime, flow, policy, blocked)
-        if flow.response is not None:
-            if wants_html(flow):
-                flow.response = self._interstitial(flow, policy, blocked, terms_url)
-            leave_unread(flow)
+        if flow.response is not None and wants_html(flow):
+            flow.response = self._interstitial(flow, policy, blocked, terms_url)
 
     def pending_terms(self, policy: Policy, decision: Decision) -> str | None:
         """The terms URL the employee still has to accept for this service, if any."""
