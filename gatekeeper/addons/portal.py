@@ -37,7 +37,6 @@ from gatekeeper.addons.runtime import (
 from gatekeeper.bodies import (
     BodyError,
     BodyTooLargeError,
-    content_codings,
     declared_length,
     read_urlencoded_form,
 )
@@ -50,7 +49,8 @@ from gatekeeper.state import StateDB
 
 PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
 OUTCOME_HEADER = "X-Gatekeeper-Portal"
-PORTAL_PREFIX = "/.well-known/gatekeeper"  # every path below it on a governed host is ours
+# Every path below it on a governed host is ours; in `path_key` form (lower case, no slash).
+PORTAL_PREFIX = "/.well-known/gatekeeper"
 REQUEST_ACCESS_PATH = f"{PORTAL_PREFIX}/request-access"
 REQUEST_PURPOSE = "request-access"
 REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})
@@ -108,8 +108,11 @@ class Portal:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
-        key = path_key(flow.request.path.partition("?")[0])
-        if key != path_key(PORTAL_PREFIX) and not key.startswith(path_key(PORTAL_PREFIX) + "/"):
+        path = flow.request.path.partition("?")[0]
+        if "%" not in path and "well-known" not in path.lower():
+            return  # cannot be ours: no need to normalize (the common case)
+        key = path_key(path)
+        if key != PORTAL_PREFIX and not key.startswith(PORTAL_PREFIX + "/"):
             return
         policy = self.runtime.policy
         if policy is None:
@@ -283,8 +286,7 @@ def _check_post(request: http.Request) -> None:
         raise PortalError(413, "body_too_large", "The form is too large.")
     content_types = headers.get_all("content-type")
     if (len(content_types) != 1 or not _plain_form(content_types[0])
-            or content_codings(headers.get_all("content-encoding"))
-            or len(headers.get_all("content-encoding")) > 1):
+            or "content-encoding" in headers):  # browsers never encode a form
         raise PortalError(415, "invalid_form", "The form could not be read.")
 
 
@@ -295,4 +297,3 @@ def _plain_form(content_type: str) -> bool:
     return media == "application/x-www-form-urlencoded" and all(
         param.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for param in params
     )
-
