@@ -128,3 +128,24 @@ def test_request_access_bomb_is_refused_and_memory_stays_flat(proxy, fake_sites,
     peak = peak_rss_mib(proxy.process.pid)
     assert peak - idle <= HEADROOM_MIB, f"peak {peak:.0f} MiB, idle {idle:.0f} MiB"
     assert facebook.connections == 0
+
+
+def test_login_json_structure_bomb_stays_within_memory(proxy, fake_sites):
+    """No compression: 1 MiB of `[{},{},...]` (the login limit) parses into 350,000 Python
+    objects. The parser's output is bounded by the body limit: about 32 MiB."""
+    linkedin = fake_sites.linkedin
+    alice = proxy.session("alice", "pw")
+    body = (b"[" + b"{}," * 349_000 + b'{"session_key": "alice@clinic.example"}]')
+    assert len(body) <= 1 << 20
+
+    def warm_up() -> None:
+        small = b"[" + b"{}," * 1000 + b'{"session_key": "alice@clinic.example"}]'
+        assert alice.post(linkedin.url(LOGIN), data=small, timeout=TIMEOUT,
+                          headers={"Content-Type": "application/json"}).status_code == 200
+
+    idle = _baseline(proxy, warm_up)
+    reply = alice.post(linkedin.url(LOGIN), data=body, timeout=TIMEOUT,
+                       headers={"Content-Type": "application/json"})
+    assert reply.status_code == 200  # a company login, however odd its shape
+    peak = peak_rss_mib(proxy.process.pid)
+    assert peak - idle <= HEADROOM_MIB, f"peak {peak:.0f} MiB, idle {idle:.0f} MiB"
