@@ -87,10 +87,10 @@ def get(proxy, user: str, password: str, url: str) -> requests.Response:
 
 
 def assert_sign_in_refused(proxy, user: str, password: str, site) -> None:
-    """407 with mitmproxy's challenge, on a plain request and on CONNECT."""
+    """407 with the proxy's challenge (realm gatekeeper), on a plain request and on CONNECT."""
     reply = get(proxy, user, password, site.url("/", scheme="http"))
     assert reply.status_code == 407
-    assert reply.headers["Proxy-Authenticate"] == 'Basic realm="mitmproxy"'
+    assert reply.headers["Proxy-Authenticate"] == 'Basic realm="gatekeeper"'
     with pytest.raises(requests.exceptions.ProxyError, match="407"):
         get(proxy, user, password, site.url("/"))
 

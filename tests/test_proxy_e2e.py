@@ -15,6 +15,7 @@ import pytest
 import requests
 from support import configs
 from support.proxy import MitmdumpProcess, port_open
+from support.rawhttp import peak_rss_mib
 from support.tls import cert_sha256, shared_ca
 
 from gatekeeper.core.model import REASON_TEXT, Reason
@@ -335,14 +336,20 @@ def test_decision_log_has_the_fields_and_never_names_other_sites(gk, fake_sites)
         assert secret not in everything
 
 
-def test_huge_body_to_blocked_host_gets_403_and_the_proxy_keeps_serving(gk, fake_sites):
+def test_huge_body_to_blocked_host_is_not_buffered_and_the_proxy_keeps_serving(gk, fake_sites):
+    """A blocked upload larger than a small form ends the connection unanswered instead of
+    being buffered in the proxy's memory; a small one is read and answered with the 403."""
     proxy = gk(args=AUTH_ANY)
     session = proxy.session("bob", "pw")
-    huge = b"x" * (64 * 1024 * 1024)
+    idle = peak_rss_mib(proxy.process.pid)
+    huge = b"x" * (256 * 1024 * 1024)
 
-    reply = session.post(fake_sites.facebook.url("/upload"), data=huge, timeout=60)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        session.post(fake_sites.facebook.url("/upload"), data=huge, timeout=60)
+    small = session.post(fake_sites.facebook.url("/upload"), data=b"x" * 4096, timeout=TIMEOUT)
 
-    assert_blocked_json(reply, "facebook", "not_approved")
+    assert peak_rss_mib(proxy.process.pid) - idle <= 64
+    assert_blocked_json(small, "facebook", "not_approved")
     assert fake_sites.facebook.connections == 0
     after = proxy.session("alice", "pw").get(fake_sites.linkedin.url("/"), timeout=TIMEOUT)
     assert after.status_code == 200

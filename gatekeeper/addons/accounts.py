@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import io
 import time
-import zlib
 from pathlib import Path
 
-import brotli
-import zstandard
 from mitmproxy import ctx, http
 
 from gatekeeper.addons.enforce import enforce
-from gatekeeper.addons.runtime import DECISION_KEY, Runtime, fail_closed, flow_hosts, log
+from gatekeeper.addons.runtime import (
+    DECISION_KEY,
+    Runtime,
+    fail_closed,
+    flow_hosts,
+    leave_unread,
+    log,
+)
+from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
@@ -54,8 +58,10 @@ DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # unchecked sign-in is not covered.
 LOGIN_WINDOW_SECONDS = 600.0
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
-DECODE_CHUNK = 16 * 1024
 TARGET_KEY = "gatekeeper.target"
+UNREAD_KEY = "gatekeeper.body_unread"  # a login decided on its headers: the body is not read
+# Headers that, given twice, servers resolve differently (first, last, or joined).
+SINGLE_HEADERS = ("content-type", "content-encoding")
 
 
 class Accounts:
@@ -111,11 +117,14 @@ class Accounts:
             return
         if needs_body(service, target):
             flow.request.stream = False  # the request hook reads it: never forward it early
-        rule = login_rule(service, target)
-        length = flow.request.headers.get("content-length", "")
-        if rule is not None and length.isdigit() and int(length) > self.max_body:
+        if login_rule(service, target) is None:
+            return
+        detail = _unreadable_login(flow.request, self.max_body)
+        if detail is not None:
+            flow.metadata[UNREAD_KEY] = True
             self._login_checked(flow, policy, decision,
-                                LoginCheck(LoginResult.UNVERIFIABLE, detail="body_too_large"))
+                                LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
+            leave_unread(flow)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
@@ -123,7 +132,7 @@ class Accounts:
         if governed is None:
             return
         policy, decision, service = governed
-        if decision.verdict is not Verdict.ALLOW:
+        if decision.verdict is not Verdict.ALLOW or UNREAD_KEY in flow.metadata:
             return
         target = _target(flow)
         form = self._form(flow) if needs_body(service, target) else None
@@ -244,18 +253,20 @@ class Accounts:
             self.runtime.recorder.audited(employee, service, action)
 
     def _form(self, flow: http.HTTPFlow) -> Form | None:
-        """The request's fields; None when the body is too large or cannot be decoded or
-        parsed (then a login is unverifiable and a field-matched action does not match)."""
+        """The request's fields; None when the body is too large, ambiguous, or cannot be
+        decoded or parsed (then a login is unverifiable and a field-matched action does not
+        match). Decoding stops at the size limit, whatever the body expands to."""
         request = flow.request
-        raw = request.raw_content or b""
-        if len(raw) > self.max_body:
+        headers = request.headers
+        if any(len(headers.get_all(name)) > 1 for name in SINGLE_HEADERS):
             return None
         try:
-            body = decode_body(raw, request.headers.get("content-encoding", ""), self.max_body)
-        except ValueError:
+            body = decode_body(request.raw_content or b"", headers.get_all("content-encoding"),
+                               self.max_body)
+        except BodyError:
             return None
         query = request.path.partition("?")[2]
-        return read_form(request.headers.get("content-type", ""), body, query)
+        return read_form(headers.get("content-type", ""), body, query)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -301,6 +312,23 @@ def _target(flow: http.HTTPFlow) -> Target:
     return target
 
 
+def _unreadable_login(request: http.Request, limit: int) -> str | None:
+    """Why a login request cannot be checked, judged on its headers alone: a header servers
+    read differently when repeated, a body announced larger than `limit`, or one whose
+    length is not announced (chunked, or HTTP/2 without Content-Length). mitmproxy 11 could
+    only count such a body by buffering all of it, or by streaming it, which forwards the
+    request upstream before it is checked; browsers and apps announce a form's length."""
+    headers = request.headers
+    if any(len(headers.get_all(name)) > 1 for name in SINGLE_HEADERS):
+        return "ambiguous_headers"
+    length = declared_length(request.method, headers, request.http_version)
+    if length is None:
+        return "body_length_unknown"
+    if length > limit:
+        return "body_too_large"
+    return None
+
+
 def _expires_now(attrs) -> bool:
     """Whether a Set-Cookie deletes the cookie (Max-Age <= 0 or Expires in the past)."""
     max_age = attrs.get("Max-Age")
@@ -330,75 +358,3 @@ def _expiring_cookies(flow: http.HTTPFlow, service: Service, name: str) -> list[
     base = f"{name}=; Max-Age=0; Expires={EXPIRED}; Path=/{secure}"
     scopes = dict.fromkeys(f"; Domain={d}" for d in (domain, host) if d)
     return [base, *(base + scope for scope in scopes)]
-
-
-# --- body decoding ---------------------------------------------------------------------------
-
-
-def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
-    """`raw` with its Content-Encoding undone (gzip, deflate, br, zstd, stacked); raises
-    ValueError when it cannot be decoded or would grow beyond `limit` bytes (so a small
-    compressed bomb cannot fill the proxy's memory)."""
-    data = raw
-    codings = [c.strip() for c in content_encoding.lower().split(",") if c.strip()]
-    for coding in reversed(codings):  # listed in the order they were applied
-        decoder = _DECODERS.get(coding)
-        if decoder is None:
-            raise ValueError(f"unsupported content encoding {coding!r}")
-        try:
-            data = decoder(data, limit)
-        except (zlib.error, brotli.error, zstandard.ZstdError) as e:
-            raise ValueError(f"cannot decode {coding}: {e}") from e
-    if len(data) > limit:
-        raise ValueError("body larger than the limit")
-    return data
-
-
-def _zlib(data: bytes, limit: int, wbits: int) -> bytes:
-    decoder = zlib.decompressobj(wbits)
-    out = decoder.decompress(data, limit + 1)
-    if len(out) > limit:
-        raise ValueError("body larger than the limit")
-    if not decoder.eof:
-        raise ValueError("truncated compressed body")
-    return out
-
-
-def _deflate(data: bytes, limit: int) -> bytes:
-    """`deflate` is zlib-wrapped by the standard, raw by some clients: accept both."""
-    try:
-        return _zlib(data, limit, zlib.MAX_WBITS)
-    except zlib.error:
-        return _zlib(data, limit, -zlib.MAX_WBITS)
-
-
-def _brotli(data: bytes, limit: int) -> bytes:
-    decoder = brotli.Decompressor()
-    out = bytearray()
-    for start in range(0, len(data), DECODE_CHUNK):
-        out += decoder.process(data[start:start + DECODE_CHUNK])
-        if len(out) > limit:
-            raise ValueError("body larger than the limit")
-    if not decoder.is_finished():
-        raise ValueError("truncated compressed body")
-    return bytes(out)
-
-
-def _zstd(data: bytes, limit: int) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-    out = bytearray()
-    while chunk := reader.read(DECODE_CHUNK):
-        out += chunk
-        if len(out) > limit:
-            raise ValueError("body larger than the limit")
-    return bytes(out)
-
-
-_DECODERS = {
-    "identity": lambda data, limit: data,
-    "gzip": lambda data, limit: _zlib(data, limit, 16 + zlib.MAX_WBITS),
-    "x-gzip": lambda data, limit: _zlib(data, limit, 16 + zlib.MAX_WBITS),
-    "deflate": _deflate,
-    "br": _brotli,
-    "zstd": _zstd,
-}

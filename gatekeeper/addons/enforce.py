@@ -14,6 +14,7 @@ from gatekeeper.addons.runtime import (
     block_response,
     decide_flow,
     fail_closed,
+    leave_unread,
     log,
 )
 from gatekeeper.core.model import Decision, Mode, Policy, Reason, Verdict
@@ -39,6 +40,8 @@ class Enforcer:
             return
         self.runtime.metrics.decision_duration.observe(time.perf_counter() - started)
         enforce(self.runtime, flow, policy, decision)
+        if flow.response is not None:
+            leave_unread(flow)  # a blocked upload is never buffered beyond a small body
 
 
 class Conclude:

@@ -6,6 +6,13 @@ before any access decision, reads the form when its body has arrived, and answer
 the flow is never forwarded, so the upstream never sees it. Other addons add endpoints of
 their own (the Terms-of-Use acknowledgement) through `routes`.
 
+Every request under `/.well-known/gatekeeper/` on a governed host is the proxy's, whatever
+its spelling (`//`, `/./`, `..`, `;x`, %-escapes, upper case, a trailing slash: compared as
+`core.paths.path_key` reads them): a known endpoint answers a form post, anything else gets
+404 or 405 from the proxy; none is ever forwarded. Forms are read by gatekeeper's bounded
+parser (gatekeeper.bodies), never by mitmproxy's unbounded `urlencoded_form`: a form larger
+than MAX_FORM_BYTES is 413, an encoded or odd one 415.
+
 Forms carry a CSRF token bound to the employee and the service (gatekeeper.csrf). The same
 path on a non-governed host is not ours and passes untouched.
 """
@@ -23,11 +30,19 @@ from gatekeeper.addons.runtime import (
     decide_flow,
     fail_closed,
     flow_hosts,
+    leave_unread,
     log,
     wants_html,
 )
+from gatekeeper.bodies import (
+    BodyError,
+    BodyTooLargeError,
+    declared_length,
+    read_urlencoded_form,
+)
 from gatekeeper.core.decision import governing_services
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.core.paths import path_key
 from gatekeeper.notify import Notifier, messages
 from gatekeeper.pages import render
 from gatekeeper.state import AccessRequest, StateDB, confirm_written
@@ -35,7 +50,9 @@ from gatekeeper.state.worker import StateOperationError
 
 PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
 OUTCOME_HEADER = "X-Gatekeeper-Portal"
-REQUEST_ACCESS_PATH = "/.well-known/gatekeeper/request-access"
+# Every path below it on a governed host is ours; in `path_key` form (lower case, no slash).
+PORTAL_PREFIX = "/.well-known/gatekeeper"
+REQUEST_ACCESS_PATH = f"{PORTAL_PREFIX}/request-access"
 REQUEST_PURPOSE = "request-access"
 REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})
 MAX_FORM_BYTES = 16 * 1024  # a justification is at most 500 characters
@@ -65,8 +82,8 @@ class Portal:
 
     def __init__(self, runtime: Runtime, routes: Mapping[str, Handler] | None = None) -> None:
         self.runtime = runtime
-        self.routes: dict[str, Handler] = {REQUEST_ACCESS_PATH: self.request_access,
-                                           **(routes or {})}
+        endpoints = {REQUEST_ACCESS_PATH: self.request_access, **(routes or {})}
+        self.routes: dict[str, Handler] = {path_key(p): h for p, h in endpoints.items()}
         self.notifier: Notifier | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -95,19 +112,25 @@ class Portal:
         if flow.response is not None:
             return
         path = flow.request.path.partition("?")[0]
-        if path not in self.routes:
+        if "%" not in path and "well-known" not in path.lower():
+            return  # cannot be ours: no need to normalize (the common case)
+        key = path_key(path)
+        if key != PORTAL_PREFIX and not key.startswith(PORTAL_PREFIX + "/"):
             return
         policy = self.runtime.policy
         if policy is None:
             raise RuntimeError("no policy loaded")
         if not governing_services(policy, flow_hosts(flow)):
             return  # the same path on another site is that site's business
-        flow.metadata[PORTAL_KEY] = path
+        flow.metadata[PORTAL_KEY] = key
         flow.request.stream = False
         try:
+            if key not in self.routes:
+                raise PortalError(404, "not_found", "There is no such page of the proxy.")
             _check_post(flow.request)
         except PortalError as e:
             flow.response = refusal(e)
+            leave_unread(flow)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -131,7 +154,7 @@ class Portal:
             raise PortalError(403, "unknown_employee", "We could not tell who you are, so you "
                               "cannot request access. Sign in to the proxy with your office "
                               "account and try again.")
-        form = flow.request.urlencoded_form
+        form = posted_form(flow)
         return_to = safe_return_to(form.get("return_to", "")) or "/"
         if decision.verdict is Verdict.ALLOW:
             flow.response = page(200, "already_allowed", "You already have access",
@@ -271,13 +294,35 @@ def _html(status: int, outcome: str, body: bytes) -> http.Response:
     return http.Response.make(status, body, headers)
 
 
+def posted_form(flow: http.HTTPFlow) -> dict[str, str]:
+    """The fields of a portal form post (its headers passed `_check_post`), read by the
+    bounded parser; 413 or 415 when it is not a small plain form."""
+    try:
+        return read_urlencoded_form(flow.request.raw_content or b"", MAX_FORM_BYTES)
+    except BodyTooLargeError as e:
+        raise PortalError(413, "body_too_large", "The form is too large.") from e
+    except BodyError as e:
+        raise PortalError(415, "invalid_form", "The form could not be read.") from e
+
+
 def _check_post(request: http.Request) -> None:
-    """Before the body is read: only a form post of a sane size is read at all."""
+    """Before the body is read: only a plain, small, announced form post is read at all."""
     if request.method != "POST":
         raise PortalError(405, "method_not_allowed", "This address only accepts a form post.")
-    length = request.headers.get("content-length", "")
-    if not length.isdigit() or int(length) > MAX_FORM_BYTES:
+    headers = request.headers
+    length = declared_length(request.method, headers, request.http_version)
+    if length is None or length > MAX_FORM_BYTES:
         raise PortalError(413, "body_too_large", "The form is too large.")
-    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
+    content_types = headers.get_all("content-type")
+    if (len(content_types) != 1 or not _plain_form(content_types[0])
+            or "content-encoding" in headers):  # browsers never encode a form
         raise PortalError(415, "invalid_form", "The form could not be read.")
+
+
+def _plain_form(content_type: str) -> bool:
+    """`application/x-www-form-urlencoded`, with at most `charset=utf-8`: what a browser
+    sends for the proxy's pages."""
+    media, *params = (part.strip().lower() for part in content_type.split(";"))
+    return media == "application/x-www-form-urlencoded" and all(
+        param.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for param in params
+    )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mitmproxy import http
 
 from gatekeeper.addons.recorder import Recorder
+from gatekeeper.bodies import declared_length, drainable
 from gatekeeper.core.decision import decide
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason, Verdict
 from gatekeeper.csrf import CsrfTokens
@@ -123,6 +124,19 @@ def flow_hosts(flow: http.HTTPFlow) -> tuple[str | None, ...]:
     """Every host name the flow names: connect target, TLS SNI, Host header."""
     request = flow.request
     return (request.host, flow.client_conn.sni, request.host_header)
+
+
+def leave_unread(flow: http.HTTPFlow) -> None:
+    """For a request answered in `requestheaders`: keep its body out of memory. mitmproxy 11
+    sends an answer only once the whole request has arrived, buffering the body meanwhile,
+    so a small body is read for the answer and a large or endless one (chunked, HTTP/2
+    without a length) ends the connection unanswered. Without an answer (report mode) the
+    body streams upstream unread."""
+    request = flow.request
+    if flow.response is None:
+        request.stream = True
+    elif not drainable(declared_length(request.method, request.headers, request.http_version)):
+        flow.kill()
 
 
 def wants_html(flow: http.HTTPFlow) -> bool:

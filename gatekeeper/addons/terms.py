@@ -26,10 +26,12 @@ from gatekeeper.addons.enforce import enforce
 from gatekeeper.addons.portal import (
     CSP,
     OUTCOME_HEADER,
+    PORTAL_PREFIX,
     Handler,
     PortalError,
     check_csrf,
     not_recorded,
+    posted_form,
     return_path,
     safe_return_to,
 )
@@ -48,7 +50,7 @@ from gatekeeper.pages import render
 from gatekeeper.state import StateDB, confirm_written
 from gatekeeper.state.worker import StateOperationError
 
-ACKNOWLEDGE_TERMS_PATH = "/.well-known/gatekeeper/acknowledge-terms"
+ACKNOWLEDGE_TERMS_PATH = f"{PORTAL_PREFIX}/acknowledge-terms"
 TERMS_PURPOSE = "acknowledge-terms"
 
 
@@ -142,7 +144,7 @@ class Terms:
         terms_url = service.terms_url
         if not terms_url:
             raise PortalError(404, "no_terms", "This service has no Terms of Use to accept.")
-        form = flow.request.urlencoded_form
+        form = posted_form(flow)
         # The token names the terms URL the page showed: a changed URL needs a fresh page.
         check_csrf(self.runtime, form.get("csrf", ""), TERMS_PURPOSE, employee,
                    _subject(service_id, terms_url))

@@ -8,22 +8,23 @@ waved through, so every "cannot tell" path ends in `unverifiable`.
 
 from __future__ import annotations
 
+import codecs
 import email
 import email.message
 import enum
 import json
-import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from gatekeeper.core.identifiers import normalize_identifier
 from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service
+from gatekeeper.core.paths import canonical_path
 
-# `//a`, `/./a` -> `/a`; `;params` of a segment (servlet containers ignore them) dropped.
-_EXTRA_SLASHES = re.compile(r"/(?:\.?/)+")
-_SEGMENT_PARAMS = re.compile(r";[^/]*")
 MAX_FORM_FIELDS = 10_000  # a login form has a dozen; this only bounds a hostile body
+# Charsets that read ASCII bytes as the same ASCII text. In any other (utf-7, utf-16, EBCDIC)
+# a field would be one value to gatekeeper and another to a server that ignores the label.
+ASCII_SAFE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
 
 
 class LoginResult(enum.StrEnum):
@@ -54,10 +55,9 @@ class Target:
 
 
 def make_target(method: str, hosts: Iterable[str | None], path: str, query: str = "") -> Target:
-    """A `Target`; a path that only matches a rule after `//`, `/./`, `;x` or %-escapes are
-    undone (as the server would) still matches."""
-    canonical = _SEGMENT_PARAMS.sub("", urllib.parse.unquote(path, errors="replace"))
-    canonical = _EXTRA_SLASHES.sub("/", canonical)
+    """A `Target`; a path that only matches a rule after `//`, `/./`, `..`, `;x` or
+    %-escapes are undone (as the server would) still matches."""
+    canonical = canonical_path(path)
     paths = (path,) if canonical == path else (path, canonical)
     return Target(method.upper(), frozenset(h for h in hosts if h), paths, query)
 
@@ -134,7 +134,7 @@ def read_form(content_type: str, body: bytes, query: str = "") -> Form | None:
 
 def _body_pairs(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
     media, params = _media_type(content_type)
-    charset = params.get("charset", "utf-8")
+    charset = _charset(params.get("charset", "utf-8"))
     if media == "multipart/form-data":
         return _multipart(content_type, body)
     json_typed = media == "application/json" or media.endswith("+json")
@@ -145,10 +145,23 @@ def _body_pairs(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
 
 
 def _media_type(content_type: str) -> tuple[str, dict[str, str]]:
+    """The media type and its parameters; a parameter given twice (two boundaries, two
+    charsets) is read differently by different servers, so it is refused."""
     message = email.message.Message()
     message["content-type"] = content_type or "application/octet-stream"
+    names = [k.lower() for k, _ in message.get_params(failobj=[])[1:]]
+    if len(set(names)) != len(names):
+        raise ValueError("a Content-Type parameter appears twice")
     params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}
     return message.get_content_type(), params
+
+
+def _charset(name: str) -> str:
+    """The codec for a declared charset; raises for one that is not ASCII-safe."""
+    canonical = codecs.lookup(name).name  # LookupError for an unknown one
+    if canonical not in ASCII_SAFE_CHARSETS:
+        raise ValueError(f"charset {name!r} reads ASCII differently")
+    return canonical
 
 
 def _field_name(name: str) -> str:
@@ -165,16 +178,24 @@ def _urlencoded(text: str, charset: str) -> Iterator[tuple[str, Value]]:
 
 
 def _multipart(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
+    """The parts of a multipart/form-data body. A part that servers read in different ways
+    is refused: one with a Content-Transfer-Encoding (RFC 7578 drops it; a server that
+    ignores it reads the raw text), two Content-Disposition or Content-Type headers, a
+    nested multipart, or a charset that is not ASCII-safe."""
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
     message = email.message_from_bytes(head + body)
     if message.defects or not message.is_multipart():
         raise ValueError("malformed multipart body")
     for part in message.get_payload():
+        if (part.defects or part.is_multipart() or "content-transfer-encoding" in part
+                or len(part.get_all("content-disposition", [])) != 1
+                or len(part.get_all("content-type", [])) > 1):
+            raise ValueError("ambiguous multipart part")
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             raise ValueError("multipart part without a plain field name")
         payload = part.get_payload(decode=True)
-        charset = part.get_content_charset() or "utf-8"
+        charset = _charset(part.get_content_charset() or "utf-8")
         yield _field_name(name), payload.decode(charset) if isinstance(payload, bytes) else None
 
 
