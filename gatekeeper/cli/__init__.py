@@ -9,24 +9,26 @@ Nothing below the CLI imports this package: the commands call into the modules, 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from gatekeeper import __version__
-from gatekeeper.cli.approver import APPROVER_COMMANDS
-from gatekeeper.cli.ca import add_ca
-from gatekeeper.cli.check import add_check, add_explain
 from gatekeeper.cli.common import AddCommand, CommandHandler
-from gatekeeper.cli.firewall import add_firewall
-from gatekeeper.cli.pac import add_pac
 from gatekeeper.cli.serve import add_serve
 
-# In the order `gatekeeper --help` lists them.
-COMMANDS: tuple[AddCommand, ...] = (
-    add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_firewall, add_pac, add_ca,
-)
+
+def all_commands() -> list[AddCommand]:
+    """Every command, in the order `gatekeeper --help` lists them."""
+    from gatekeeper.cli.approver import APPROVER_COMMANDS
+    from gatekeeper.cli.ca import add_ca
+    from gatekeeper.cli.check import add_check, add_explain
+    from gatekeeper.cli.firewall import add_firewall
+    from gatekeeper.cli.pac import add_pac
+
+    return [add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_firewall, add_pac, add_ca]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[AddCommand] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="Enforce the office social-media policy on the gateway: social media is "
@@ -36,13 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
+    for add in all_commands() if commands is None else commands:
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `serve` alone skips the other commands' imports: the proxy listens sooner.
+    args = build_parser([add_serve] if argv[:1] == ["serve"] else None).parse_args(argv)
     handler: CommandHandler = args.handler
     return handler(args)
 
