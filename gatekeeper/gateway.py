@@ -29,9 +29,11 @@ TABLE = "inet gatekeeper"
 # Linux interface names: at most 15 bytes; no quotes or backslashes (they end up in nft text).
 INTERFACE_NAME = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,15}\Z")
 WEB_PORTS = (80, 443)
+DEFAULT_PROXY_PORT, DEFAULT_METRICS_PORT = 8080, 9464  # also `gatekeeper serve`'s without a file
 # proxy: keys -> defaults (the pac_port listener is off unless configured)
 DEFAULT_PORTS: dict[str, int | None] = {
-    "port": 8080, "transparent_port": 8081, "metrics_port": 9464, "pac_port": None,
+    "port": DEFAULT_PROXY_PORT, "transparent_port": 8081, "metrics_port": DEFAULT_METRICS_PORT,
+    "pac_port": None,
 }
 
 

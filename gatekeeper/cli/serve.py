@@ -7,7 +7,13 @@ import argparse
 
 from gatekeeper.cli.common import config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.yamlsrc import ConfigError
-from gatekeeper.gateway import DEFAULT_PORTS, GatewayConfig, gateway_file, load_gateway
+from gatekeeper.gateway import (
+    DEFAULT_METRICS_PORT,
+    DEFAULT_PROXY_PORT,
+    GatewayConfig,
+    gateway_file,
+    load_gateway,
+)
 from gatekeeper.logs import LEVELS, LOG_FORMATS
 from gatekeeper.pacfile import proxy_address
 
@@ -77,36 +83,32 @@ def run_serve(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print_problems(e)
             return 2
-    pac_port = args.pac_port if args.pac_port is not None else _from_gateway(cfg, "pac_port")
-    if pac_port is None:
-        pac_port = -1  # no PAC-only listener
+    proxy_port, metrics_port, pac_port = _gateway_ports(cfg)
     return serve(
         ServeSettings(
             config_dir=args.config_dir,
             state_dir=args.state_dir,
             listen_host=args.listen_host,
-            listen_port=_port(args.listen_port, cfg, "port"),
+            listen_port=_flag_or(args.listen_port, proxy_port),
             metrics_host=args.metrics_host,
-            metrics_port=_port(args.metrics_port, cfg, "metrics_port"),
+            metrics_port=_flag_or(args.metrics_port, metrics_port),
             modes=args.mode or (cfg.serve_modes() if cfg else ["regular"]),
             pac_proxy=args.pac_proxy or (cfg.pac_proxy() if cfg else None) or "",
             pac_host=args.pac_host,
-            pac_port=pac_port,
+            pac_port=_flag_or(args.pac_port, pac_port),
             metrics_employee_label=args.metrics_employee_label,
             mitmproxy_options=args.mitmproxy_options,
         )
     )
 
 
-def _from_gateway(cfg: GatewayConfig | None, key: str) -> int | None:
-    """A listener port from gateway.yaml, else gatekeeper's default (flags win over both)."""
+def _gateway_ports(cfg: GatewayConfig | None) -> tuple[int, int, int]:
+    """(proxy, metrics, PAC-only listener or -1 for none) from gateway.yaml, else the defaults.
+    Flags win over both, so on the gateway the listeners match the firewall unless told."""
     if cfg is None:
-        return DEFAULT_PORTS[key]
-    return {"port": cfg.proxy_port, "metrics_port": cfg.metrics_port,
-            "pac_port": cfg.pac_port or None}[key]
+        return DEFAULT_PROXY_PORT, DEFAULT_METRICS_PORT, -1
+    return cfg.proxy_port, cfg.metrics_port, cfg.pac_port or -1
 
 
-def _port(flag: int | None, cfg: GatewayConfig | None, key: str) -> int:
-    port = flag if flag is not None else _from_gateway(cfg, key)
-    assert port is not None  # proxy and metrics ports always have a default
-    return port
+def _flag_or(flag: int | None, default: int) -> int:
+    return default if flag is None else flag
