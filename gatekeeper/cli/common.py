@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
+from gatekeeper.directory.store import office_policy
 
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_STATE_DIR = "state"
@@ -52,8 +53,6 @@ def load_or_report(config_dir: Path, state_dir: Path | None = None) -> Policy | 
     """The policy, or None after printing every problem as `path:line: message` to stderr.
     With an office directory, its employees are those of the last list the proxy saved in
     `state_dir` (none: only approvals.yaml's)."""
-    from gatekeeper.directory.store import office_policy
-
     try:
         return office_policy(config_dir, state_dir)
     except ConfigError as e:
