@@ -22,10 +22,8 @@ _PLAIN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.@+/-]*\Z")
 _RESOLVER = yaml.resolver.Resolver()
 
 
-
 class EditError(Exception):
     """The edit was refused; the file is unchanged."""
-
 
 
 @dataclass(frozen=True, slots=True)

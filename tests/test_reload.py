@@ -38,8 +38,6 @@ APPROVALS_MORE = _approvals(
 ENFORCED_WITHIN = 1.0  # seconds from the save to the new policy in force (issue contract)
 
 
-
-
 class Watched:
     """A reloader on a real directory, with the metric values the tests assert on."""
 

@@ -99,7 +99,6 @@ def _remaining_ms(at: float) -> int:
     return max(1, int(remaining * 1000))
 
 
-
 class StateDB:
     """One connection to `<state_dir>/gatekeeper.db`; open one per process (or share by threads).
 
@@ -496,7 +495,6 @@ class StateDB:
         )
 
 
-
 def confirm_written(db: StateDB, what: str, found: Callable[[StateDB], bool]) -> None:
     """Read back what was just committed through a fresh read-only connection, as the approver
     will; raises StateCorruptError (or the reader's sqlite3 error) when it is not there, so that
@@ -524,8 +522,6 @@ def integrity_problems(path: Path, *, limit: int = 5,
     findings = [line for row in rows for line in str(row[0]).splitlines()
                 if line and not line.startswith("*** in database")]
     return [] if findings == ["ok"] else findings
-
-
 
 
 _REQUEST_COLUMNS = (
@@ -616,7 +612,6 @@ def _record(conn: sqlite3.Connection, event: Event) -> None:
         )
 
 
-
 def _read_only_uri(path: Path) -> str:
     return f"file:{urllib.parse.quote(str(path))}?mode=ro"
 
@@ -629,7 +624,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-
 def _ts(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -638,7 +632,6 @@ def _ts(moment: dt.datetime) -> str:
 
 def _parse(value: str | None) -> Any:
     return dt.datetime.fromisoformat(value) if value else None
-
 
 
 def _require(value: str, what: str) -> None:

@@ -18,8 +18,6 @@ ID_LENGTH = 8
 _ID_TYPOS = str.maketrans({"i": "1", "l": "1", "o": "0", "-": None, " ": None})
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class AccessRequest:
     id: str
@@ -183,10 +181,8 @@ def clean_justification(text: str) -> str:
     return cleaned
 
 
-
 def iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat(timespec="seconds") if moment else None
-
 
 
 def clean_line(text: str) -> str:

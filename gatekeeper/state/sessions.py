@@ -68,7 +68,6 @@ class SessionCache:
             del self._owner[oldest]
 
 
-
 def session_digest(secret: bytes, service: str, cookie_value: str) -> bytes:
     """HMAC-SHA256 of (service, cookie value): the same value on two services differs."""
     message = service.encode() + b"\0" + cookie_value.encode("utf-8", "surrogateescape")
