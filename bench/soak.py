@@ -185,21 +185,21 @@ def classify(reply: requests.Response, marker: str) -> Outcome:
 
 class Client:
     """One simulated office client: a requests session per user through the proxy (with
-    proxy authentication), renewed now and then so new tunnels are opened too."""
-
-    RENEW_EVERY = 60
+    proxy authentication), all closed every `renew_every` requests (0: never) so new tunnels
+    are opened too, as browsers do."""
 
     def __init__(self, proxy: GatekeeperProcess, sites: dict[str, FakeSite],
-                 markers: Markers) -> None:
+                 markers: Markers, renew_every: int = 0) -> None:
         self.proxy = proxy
         self.sites = sites
         self.markers = markers
+        self.renew_every = renew_every
         self.sessions: dict[str, requests.Session] = {}
         self.used = 0
 
     def session(self, user: str) -> requests.Session:
         self.used += 1
-        if self.used % self.RENEW_EVERY == 0:
+        if self.renew_every and self.used % self.renew_every == 0:
             self.close()
         if user not in self.sessions:
             self.sessions[user] = self.proxy.session(user, password(user))
@@ -496,7 +496,8 @@ def proxy_pid(proxy: GatekeeperProcess) -> int:
     return pid
 
 
-def soak(duration: float, clients: int, rate: float, work: Path) -> tuple[Run, dict[str, Any]]:
+def soak(duration: float, clients: int, rate: float, renew_every: int,
+         work: Path) -> tuple[Run, dict[str, Any]]:
     """Run everything for `duration` seconds; returns the samples and the analysis."""
     markers = Markers()
     sites = {"facebook": FakeSite(FACEBOOK_HOSTS), "bank": FakeSite(BANK_HOSTS)}
@@ -532,13 +533,13 @@ def soak(duration: float, clients: int, rate: float, work: Path) -> tuple[Run, d
         limit = int(duration * rate * 2) + 10
         workers = [
             threading.Thread(target=traffic, name=f"soak-client-{n}",
-                             args=(Client(proxy, sites, markers), run, n, rate / clients,
-                                   deadline, limit, stop), daemon=True)
+                             args=(Client(proxy, sites, markers, renew_every), run, n,
+                                   rate / clients, deadline, limit, stop), daemon=True)
             for n in range(clients)
         ]
         workers += [
             threading.Thread(target=form_posts, name="soak-forms",
-                             args=(Client(proxy, sites, markers), run, deadline,
+                             args=(Client(proxy, sites, markers, renew_every), run, deadline,
                                    int(duration) + 5, stop), daemon=True),
             threading.Thread(target=saver.run, name="soak-saves", args=(deadline, stop),
                              daemon=True),
@@ -568,6 +569,8 @@ def soak(duration: float, clients: int, rate: float, work: Path) -> tuple[Run, d
             site.stop()
     analysis = analyse(run, saver.saves, log, markers, duration)
     analysis["threads_not_finished"] = stuck
+    analysis["settings"] = {"clients": clients, "rate_per_s": rate, "renew_every": renew_every,
+                            "lock_windows": len(lock_schedule(duration))}
     analysis["reload_failures"] = sum(1 for e in log if e.get("event") == "config_reload_failed")
     return run, analysis
 
@@ -738,11 +741,16 @@ def render(a: dict[str, Any], met: dict[str, bool], argv: list[str]) -> str:
         return (f"p50 {summary['p50_ms']:.1f} ms, p99 {summary['p99_ms']:.1f} ms, "
                 f"max {summary['max_ms']:.1f} ms ({summary['count']} requests)")
 
-    rss = a["rss"]
+    rss, settings = a["rss"], a["settings"]
+    renew = (f"each closing its connections every {settings['renew_every']} requests"
+             if settings["renew_every"] else "each keeping its connections open")
     lines = [
         f"Soak: `{' '.join(['bench/soak.py', *argv])}` on {dt.date.today()}, "
         f"{a['duration_s']:.0f} s; machine: {platform.node()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}.",
+        f"{settings['clients']} clients, {settings['rate_per_s']:g} requests/s in all, {renew}; "
+        f"approvals.yaml saved every {SAVE_INTERVAL:g} s; the state database locked "
+        f"{settings['lock_windows']} time(s).",
         "",
         f"requests: {a['requests']} ("
         + ", ".join(f"{kind} {sum(v.values())}" for kind, v in a["by_kind"].items()) + ")",
@@ -789,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=4, help="paced client threads")
     parser.add_argument("--rate", type=float, default=24.0,
                         help="requests per second of the mixed traffic, all clients together")
+    parser.add_argument("--renew-every", type=int, default=60, metavar="N",
+                        help="each client closes its connections every N requests (0: never)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     duration = args.seconds if args.seconds is not None else (args.minutes or 3.0) * 60
@@ -799,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="gk-soak-") as tmp:
-        _, analysis = soak(duration, args.clients, args.rate, Path(tmp))
+        _, analysis = soak(duration, args.clients, args.rate, args.renew_every, Path(tmp))
     met = targets(analysis)
     analysis["targets"] = met
     print(render(analysis, met, sys.argv[1:] if argv is None else argv), end="")
