@@ -85,7 +85,7 @@ BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 TIMEOUT = 20  # seconds, also for opening a tunnel: a stall shows as a delay, not an error
 USERS = ("alice", "bob", "carol", "erin")
 FAULT_DELAY_TARGET_MS = 100.0
-RSS_GROWTH_TARGET = 0.10  # last sample within 10% of the first (after the settle time)
+RSS_GROWTH_TARGET = 0.10  # last sample within 10% of the first after the warm-up
 SAVE_INTERVAL = 1.0
 LOCK_WINDOW_MAX = 10.0
 LOCK_PERIOD = 30.0
@@ -419,7 +419,7 @@ def traffic(client: Client, run: Run, seed: int, rate: float, deadline: float,
     interval = 1.0 / rate
     next_at = time.monotonic()
     try:
-        for _ in range(limit):
+        for _ in range(limit // len(KINDS) + 1):
             cycle = list(KINDS)
             order.shuffle(cycle)
             for kind in cycle:
@@ -446,6 +446,7 @@ def form_posts(client: Client, run: Run, deadline: float, limit: int,
             token = csrf_token(page.text) if page is not None else None
             if token is None:
                 continue
+            # Its answers are judged against the lock windows (analyse), not the policy.
             post = Kind("form_post", "erin", "POST", "facebook", REQUEST_ACCESS,
                         lambda granted: "portal:request_recorded",
                         {"csrf": token, "justification": f"soak request {number}",
