@@ -26,6 +26,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import APPROVALS_FILE, SERVICES_FILE, config_files, load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
@@ -67,6 +68,7 @@ class PolicyReloader:
         self.settle = settle
         self.poll_interval = poll_interval
         self._last_attempt: str | None = None
+        self._cache = LoadCache()  # a reload parses only the entries that changed
         self._wake = threading.Event()
         self._force = False
         self._settled = False  # a save is known to be complete: a short quiet spell will do
@@ -80,7 +82,7 @@ class PolicyReloader:
         with self._lock:
             self._last_attempt = self._fingerprint()
             try:
-                policy = load_policy(self.config_dir)
+                policy = load_policy(self.config_dir, cache=self._cache)
             except ConfigError:
                 self._failed()
                 raise
@@ -124,7 +126,7 @@ class PolicyReloader:
                 return None
             self._last_attempt = fingerprint
             try:
-                policy = load_policy(self.config_dir)
+                policy = load_policy(self.config_dir, cache=self._cache)
             except ConfigError as e:
                 self._failed()
                 log.error(

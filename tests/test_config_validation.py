@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError
 
@@ -284,3 +285,64 @@ def test_fifty_thousand_grants_fit_under_the_size_cap(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_policy(tmp_path)
     assert f"file larger than {MAX_FILE_BYTES} bytes" in str(e.value)
+
+
+def _policy_fields(policy) -> tuple:
+    """Everything a policy enforces, comparable (indexes compared by their contents)."""
+    return (policy.approver, policy.company_domains, policy.mode, dict(policy.services),
+            list(policy.employees.items()), list(policy.grants.items()),
+            dict(policy.addresses.exact),
+            [(v, length, dict(t)) for v, length, t in policy.addresses.networks],
+            dict(policy.accounts), policy.sha256, sorted(policy.domains.domains()))
+
+
+CACHE_EDITS = {
+    # taken from the remembered entries: only the changed entry is parsed
+    "grant appended": (grant(), True),
+    "grant changed": (APPROVALS.replace("2026-11-20", "2026-11-21"), True),
+    "employee added in the middle": (
+        APPROVALS.replace("  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
+    "grant for a new employee": (grant(employee="carol").replace(
+        "  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
+    "comment with quotes in an entry": (APPROVALS.replace(
+        "approved_on: 2026-11-20", "approved_on: 2026-11-20  # Alice's \"page\""), True),
+    # the same outcome as a full load, errors included, whichever way it is reached
+    "grant of an unknown employee": (grant(employee="mallory"), False),
+    "duplicate grant": (grant(employee="alice", service="linkedin"), False),
+    "overlapping address": (APPROVALS.replace(
+        "  bob:\n    email: bob@clinic.example",
+        "  bob:\n    email: bob@clinic.example\n    addresses: [10.0.0.0/24]"), False),
+    "account of another employee": (grant() + "    accounts: [alice@clinic.example]\n", False),
+    "quoted value": (APPROVALS.replace("service: linkedin", 'service: "linkedin"'), False),
+    "approver changed": (APPROVALS.replace("approver: it.lead@", "approver: it.boss@")
+                         .replace("approved_by: it.lead@", "approved_by: it.boss@"), False),
+    "flow list of grants": (APPROVALS.split("grants:")[0] + "grants: []\n", False),
+}
+
+
+@pytest.mark.parametrize(("approvals", "reused"), CACHE_EDITS.values(), ids=CACHE_EDITS.keys())
+def test_reload_cache_gives_what_a_full_load_gives(
+    tmp_path: Path, approvals: str, reused: bool
+) -> None:
+    """The reloader's cache reuses unchanged entries, and the outcome (policy or every
+    problem with its line) is exactly a full load's."""
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    cache = LoadCache()
+    load_policy(tmp_path, cache=cache)
+    (tmp_path / "approvals.yaml").write_text(approvals)
+    texts = {name: (tmp_path / name).read_text() for name in ("services.yaml", "approvals.yaml")}
+    assert (cache.reuse(tmp_path, texts, "sha") is not None) is reused
+    cache = LoadCache()
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    load_policy(tmp_path, cache=cache)
+    (tmp_path / "approvals.yaml").write_text(approvals)
+    try:
+        full = _policy_fields(load_policy(tmp_path))
+    except ConfigError as e:
+        full = str(e)
+    try:
+        cached = _policy_fields(load_policy(tmp_path, cache=cache))
+    except ConfigError as e:
+        cached = str(e)
+    assert cached == full

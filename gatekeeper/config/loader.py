@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
 from gatekeeper.core.accounts import normalize_identifier
@@ -36,6 +36,9 @@ from gatekeeper.core.model import (
     Policy,
     Service,
 )
+
+if TYPE_CHECKING:
+    from gatekeeper.config.incremental import LoadCache
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -56,40 +59,55 @@ def config_files(config_dir: Path) -> tuple[Path, Path]:
     return config_dir / SERVICES_FILE, config_dir / APPROVALS_FILE
 
 
-def load_policy(config_dir: Path, overrides: dict[str, str] | None = None) -> Policy:
+def load_policy(
+    config_dir: Path, overrides: dict[str, str] | None = None, cache: LoadCache | None = None
+) -> Policy:
     """Read and validate the config directory; raises `ConfigError` listing every problem.
 
     `overrides` maps a file name to text that stands for its content (used to validate an
-    edit before it is written).
+    edit before it is written). `cache` (the reloader's) lets a reload of a large file parse
+    only the entries that changed since the last load that used it.
     """
     with _COLLECTOR_PAUSED:
-        return _load(config_dir, overrides or {})
+        return _load(config_dir, overrides or {}, cache)
 
 
-def _load(config_dir: Path, overrides: dict[str, str]) -> Policy:
+def _load(config_dir: Path, overrides: dict[str, str], cache: LoadCache | None) -> Policy:
+    paths = config_files(config_dir)
     texts: dict[str, str] = {}
-    problems: list[Problem] = []
-    roots: dict[str, Node] = {}
-    for path in config_files(config_dir):
+    problems: dict[str, list[Problem]] = {path.name: [] for path in paths}  # in file order
+    for path in paths:
         try:
             text = overrides.get(path.name)
-            if text is None:
-                text = _read_text(path)
-            texts[path.name] = text
-            roots[path.name] = read_yaml(path, text)
+            texts[path.name] = _read_text(path) if text is None else text
         except ConfigError as e:
-            problems.extend(e.problems)
-    if problems:
-        raise ConfigError(problems)
+            problems[path.name].extend(e.problems)
     digest = hashlib.sha256()
     for name in (SERVICES_FILE, APPROVALS_FILE):
-        digest.update(texts[name].encode())
+        digest.update(texts.get(name, "").encode())
         digest.update(b"\0")
+    sha256 = digest.hexdigest()
+    if cache is not None and len(texts) == len(paths):
+        policy = cache.reuse(config_dir, texts, sha256)
+        if policy is not None:
+            return policy
+    roots: dict[str, Node] = {}
+    for path in paths:
+        if path.name in texts:
+            try:
+                roots[path.name] = read_yaml(path, texts[path.name])
+            except ConfigError as e:
+                problems[path.name].extend(e.problems)
+    found = [problem for name in problems for problem in problems[name]]
+    if found:
+        raise ConfigError(found)
     builder = _Builder(config_dir)
-    policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], digest.hexdigest())
+    policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], sha256)
     if builder.problems:
         raise ConfigError(builder.problems)
     assert policy is not None
+    if cache is not None:
+        cache.remember(texts, roots[APPROVALS_FILE], policy)
     return policy
 
 
