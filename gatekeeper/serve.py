@@ -19,6 +19,7 @@ from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
 from gatekeeper.addons import all_addons
+from gatekeeper.addons.dispatch import Addons
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.config.loader import load_policy
@@ -69,7 +70,7 @@ async def _run(settings: ServeSettings) -> int:
     master = DumpMaster(options, with_termlog=False, with_dumper=False)
     runtime = Runtime()
     addons = all_addons(runtime)
-    master.addons.add(*addons)
+    master.addons.add(Addons(addons))  # one chain entry: mitmproxy dispatches each event once
     lifecycle = next(a for a in addons if isinstance(a, Lifecycle))
     options.update(
         listen_host=settings.listen_host,
