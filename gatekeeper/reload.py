@@ -68,7 +68,7 @@ class PolicyReloader:
         self.settle = settle
         self.poll_interval = poll_interval
         self._last_attempt: str | None = None
-        self._cache = LoadCache()  # a reload parses only the entries that changed
+        self._cache = LoadCache.shared(config_dir)  # a reload parses only what changed
         self._wake = threading.Event()
         self._force = False
         self._settled = False  # a save is known to be complete: a short quiet spell will do

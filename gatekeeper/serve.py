@@ -22,6 +22,7 @@ from gatekeeper.addons import all_addons
 from gatekeeper.addons.dispatch import Addons
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
+from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.logs import get_logger
@@ -48,8 +49,8 @@ class ServeSettings:
 
 def serve(settings: ServeSettings) -> int:
     """Run until a stop signal; returns the process exit status."""
-    try:
-        load_policy(settings.config_dir)
+    try:  # the shared cache lets the reloader's first load reuse this one's work
+        load_policy(settings.config_dir, cache=LoadCache.shared(settings.config_dir))
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)

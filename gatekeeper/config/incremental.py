@@ -126,6 +126,18 @@ class LoadCache:
     def __init__(self) -> None:
         self._last: _Remembered | None = None
 
+    @classmethod
+    def shared(cls, config_dir: Path) -> LoadCache:
+        """The process's cache for `config_dir`: `serve` checks the files with it before it
+        starts, and the reloader's first load then reuses every entry (one directory is
+        remembered; another one replaces it)."""
+        key = config_dir.absolute()
+        cache = _SHARED.get(key)
+        if cache is None:
+            _SHARED.clear()
+            cache = _SHARED[key] = cls()
+        return cache
+
     def remember(self, texts: dict[str, str], approvals_root: Node, policy: Policy) -> None:
         """After a full load: cut the text into entries and pair each with what it built."""
         self._last = None
@@ -207,6 +219,9 @@ class LoadCache:
             grants=grant_memo,
         )
         return policy
+
+
+_SHARED: dict[Path, LoadCache] = {}  # at most one directory
 
 
 def _same_entries(text: str, split: _Split, root: Node, policy: Policy) -> bool:
