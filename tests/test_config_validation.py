@@ -304,6 +304,8 @@ CACHE_EDITS = {
         APPROVALS.replace("  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
     "grant for a new employee": (grant(employee="carol").replace(
         "  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
+    "an employee's e-mail changed (her grant's default account)": (
+        APPROVALS.replace("email: alice@clinic.example", "email: alice.b@clinic.example"), True),
     "comment with quotes in an entry": (APPROVALS.replace(
         "approved_on: 2026-11-20", "approved_on: 2026-11-20  # Alice's \"page\""), True),
     # the same outcome as a full load, errors included, whichever way it is reached

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -180,23 +181,31 @@ class LoadCache:
             if employee is None or employee.id in employees:
                 return None
             employees[employee.id] = employee_memo[chunk] = employee
-        grants: dict[tuple[str, str], Grant] = {}
-        grant_memo: dict[str, tuple[Grant, str]] = {}
-        services = last.policy.services
-        for chunk in split.grants:
-            entry = last.grants.get(chunk)
-            employee = employees.get(entry[0].employee) if entry else None
-            if entry is None or employee is None or employee.email != entry[1]:
-                entry = builder.grant(chunk, employees)
-                if entry is None:
-                    return None
-            grant = entry[0]
-            key = (grant.employee, grant.service)
-            if key in grants or grant.employee not in employees or grant.service not in services:
+        same_employees = split.employees == last.employee_chunks
+        entries = list(map(last.grants.get, split.grants))
+        # An entry from the last load stays valid while its employee (and e-mail, the default
+        # account) does; the rest of both files, services included, is unchanged.
+        if not same_employees:
+            to_build: Iterable[int] = range(len(entries))
+        elif None in entries:
+            to_build = [position for position, entry in enumerate(entries) if entry is None]
+        else:
+            to_build = ()
+        for position in to_build:
+            entry = entries[position]
+            if entry is not None:
+                employee = employees.get(entry[0].employee)
+                if employee is not None and employee.email == entry[1]:
+                    continue
+            entry = builder.grant(split.grants[position], employees)
+            if entry is None:
                 return None
-            grants[key] = grant
-            grant_memo[chunk] = entry
-        if split.employees == last.employee_chunks:
+            entries[position] = entry
+        grants = {(grant.employee, grant.service): grant for grant, _ in entries}
+        if len(grants) != len(entries):
+            return None  # a duplicate grant: the full load says where
+        grant_memo = dict(zip(split.grants, entries, strict=True))
+        if same_employees:
             addresses = last.policy.addresses
         else:
             claims = [(n, e.id) for e in employees.values() for n in e.addresses]
