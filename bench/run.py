@@ -342,11 +342,14 @@ class ProxiedClient:
         self.connection.close()
 
 
-def save_atomically(path: Path, text: str) -> None:
-    """What editors and `gatekeeper-approve` do: a temporary file renamed over the original."""
+def save_atomically(path: Path, text: str) -> float:
+    """What editors and `gatekeeper approve` do: a temporary file renamed over the original.
+    Returns the moment of the rename (the save, as the proxy can see it)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    saved = time.perf_counter()
     os.replace(tmp, path)
+    return saved
 
 
 def measure_reload(bench: Bench, label: str, employees: int, reloads: int,
@@ -364,8 +367,7 @@ def measure_reload(bench: Bench, label: str, employees: int, reloads: int,
             for i in range(reloads):
                 granted = i % 2 == 0
                 expected = 200 if granted else 403
-                saved = time.perf_counter()
-                save_atomically(path, base + BENCH_GRANT if granted else base)
+                saved = save_atomically(path, base + BENCH_GRANT if granted else base)
                 deadline = saved + 30
                 while client.status() != expected:
                     if time.perf_counter() > deadline:
