@@ -183,6 +183,13 @@ class Proxy:
             raise RuntimeError(f"{self.name} exited: {self.process.stderr.read().decode()}")
         return port_open(self.port)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the proxy has used so far: on a shared machine a steadier
+        measure of its cost than requests/s, which also counts the neighbours' load."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         assert self.process is not None
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -215,6 +222,7 @@ class Bench:
     work: Path
     hosts: Path
     nginx: Nginx
+    # (scenario, proxy) -> per run: requests/s, proxy CPU ms per request, p99 ms, statuses
     throughput: dict[tuple[str, str], list[tuple[float, float, float, str]]] = field(
         default_factory=dict)
     startup: dict[str, list[float]] = field(default_factory=dict)
@@ -303,11 +311,14 @@ def measure_throughput(bench: Bench) -> None:
                            check=True, capture_output=True)
         for round_ in range(bench.args.repeat):
             for scenario, url, name in pairs:
-                result = hey(url, proxies[name].port, bench.args.requests,
-                             bench.args.concurrency)
-                bench.throughput.setdefault((scenario, name), []).append(result)
-                print(f"round {round_ + 1}: {scenario:40} {name:24} {result[0]:7.0f} req/s "
-                      f"p99 {result[2]:6.1f} ms [{result[3]}]", flush=True)
+                before = proxies[name].cpu_seconds()
+                rps, _, p99, statuses = hey(url, proxies[name].port, bench.args.requests,
+                                            bench.args.concurrency)
+                cpu_ms = (proxies[name].cpu_seconds() - before) / bench.args.requests * 1000
+                bench.throughput.setdefault((scenario, name), []).append(
+                    (rps, cpu_ms, p99, statuses))
+                print(f"round {round_ + 1}: {scenario:40} {name:24} {rps:7.0f} req/s "
+                      f"p99 {p99:6.1f} ms cpu {cpu_ms:.2f} ms/req [{statuses}]", flush=True)
 
 
 def measure_startup(bench: Bench) -> None:
@@ -457,9 +468,10 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
     args = bench.args
     med = statistics.median
 
-    def runs(scenario: str, proxy: str) -> tuple[float, float, str]:
+    def runs(scenario: str, proxy: str) -> tuple[float, float, float, str]:
         results = bench.throughput[(scenario, proxy)]
-        return med(r[0] for r in results), med(r[2] for r in results), results[-1][3]
+        return (med(r[0] for r in results), med(r[1] for r in results),
+                med(r[2] for r in results), results[-1][3])
 
     lines = [
         f"Run on {dt.date.today()}: `{' '.join(['bench/run.py', *sys.argv[1:]])}`; "
@@ -485,12 +497,13 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
     for scenario, ours, theirs, target in cases:
         if not bench.throughput:
             break
-        rps, p99, statuses = runs(scenario, ours)
-        ref_rps, ref_p99, ref_statuses = runs(scenario, theirs)
+        rps, cpu, p99, statuses = runs(scenario, ours)
+        ref_rps, ref_cpu, ref_p99, ref_statuses = runs(scenario, theirs)
         lines.append(
-            f"| {scenario} | {rps:.0f} rps, p99 {p99:.0f} ms [{statuses}] | {theirs} "
-            f"{ref_rps:.0f} rps, p99 {ref_p99:.0f} ms [{ref_statuses}] | "
-            f"{rps / ref_rps:.2f}x rps, p99 {p99 / ref_p99:.2f}x | {target} | "
+            f"| {scenario} | {rps:.0f} rps, p99 {p99:.0f} ms, CPU {cpu:.2f} ms/req "
+            f"[{statuses}] | {theirs} {ref_rps:.0f} rps, p99 {ref_p99:.0f} ms, CPU "
+            f"{ref_cpu:.2f} ms/req [{ref_statuses}] | {rps / ref_rps:.2f}x rps, p99 "
+            f"{p99 / ref_p99:.2f}x, CPU/req {cpu / ref_cpu:.2f}x | {target} | "
             f"{BASELINE.get(scenario, '')} |")
     if bench.startup:
         gk_start, md_start = med(bench.startup["gatekeeper"]), med(bench.startup["mitmdump"])

@@ -18,13 +18,13 @@ pytestmark = pytest.mark.skipif(
     reason="the benchmark needs root, nginx and hey",
 )
 
+OURS = r"\d+ rps, p99 \d+ ms, CPU [\d.]+ ms/req"
 ROWS = [
-    r"\| HTTPS social, allowed \(intercepted\) \| \d+ rps, p99 \d+ ms \[200x100\] \| mitmdump \d+",
-    r"\| HTTP social, allowed \(intercepted\) \| \d+ rps, p99 \d+ ms \[200x100\] \| mitmdump \d+",
-    r"\| HTTPS social, blocked \(403 by proxy\) \| \d+ rps, p99 \d+ ms \[403x100\] \| "
-    r"mitmdump block_list \d+ rps, p99 \d+ ms \[403x100\]",
-    r"\| HTTPS non-social \(passthrough\) \| \d+ rps, p99 \d+ ms \[200x100\] \| "
-    r"mitmdump ignore_hosts \d+",
+    rf"\| HTTPS social, allowed \(intercepted\) \| {OURS} \[200x100\] \| mitmdump {OURS}",
+    rf"\| HTTP social, allowed \(intercepted\) \| {OURS} \[200x100\] \| mitmdump {OURS}",
+    rf"\| HTTPS social, blocked \(403 by proxy\) \| {OURS} \[403x100\] \| "
+    rf"mitmdump block_list {OURS} \[403x100\]",
+    rf"\| HTTPS non-social \(passthrough\) \| {OURS} \[200x100\] \| mitmdump ignore_hosts {OURS}",
     r"\| start to listening \| [\d.]+ s \| mitmdump [\d.]+ s \| [\d.]+x",
     r"\| idle RSS \| \d+ MiB \| mitmdump \d+ MiB \| [\d.]+x",
     r"\| reload \(save -> new decision\), 100 employees .* \| \d+ ms median",
