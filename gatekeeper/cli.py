@@ -278,7 +278,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    commands: Sequence[Callable[[argparse._SubParsersAction], None]] = COMMANDS,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="Enforce the office social-media policy on the gateway: social media is "
@@ -288,13 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
+    for add in commands:
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `serve` alone skips the other commands' imports: the proxy listens sooner.
+    commands = [add_serve] if argv[:1] == ["serve"] else COMMANDS
+    args = build_parser(commands).parse_args(argv)
     handler: Handler = args.handler
     return handler(args)
 
