@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.config.loader import FileChecker
+from gatekeeper.config.checker import FileChecker
 from gatekeeper.config.yamlsrc import ConfigError, Node, read_yaml
 from gatekeeper.core.hosts import validate_domain
 from gatekeeper.core.model import IPNetwork
