@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, http
 
-from gatekeeper.addons.context import FlowContext, context_of
+from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
@@ -283,7 +283,7 @@ def _governed(
 ) -> tuple[FlowContext, Service] | None:
     """The context and service of a governed flow that is still going upstream (`answered`:
     or came back from it); the policy is the one its decision read."""
-    context = context_of(flow)
+    context = decided(flow)
     if context is None or context.decision.verdict is Verdict.PASS:
         return None
     if flow.response is not None and not answered:

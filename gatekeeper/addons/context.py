@@ -51,6 +51,13 @@ def context_of(flow: http.HTTPFlow) -> FlowContext | None:
     return flow.metadata.get(CONTEXT_KEY)
 
 
+def decided(flow: http.HTTPFlow) -> FlowContext | None:
+    """The context of a flow on its way to the service, for the checks after the access
+    decision; None for one the portal answers itself (or not decided at all)."""
+    context = flow.metadata.get(CONTEXT_KEY)
+    return None if context is None or context.portal is not None else context
+
+
 def open_context(runtime: Runtime, flow: http.HTTPFlow) -> FlowContext:
     """The flow's context; decided now (the one read of the live policy) if not yet."""
     context = flow.metadata.get(CONTEXT_KEY)

@@ -6,7 +6,7 @@ import time
 
 from mitmproxy import http
 
-from gatekeeper.addons.context import context_of, open_context
+from gatekeeper.addons.context import context_of, decided, open_context
 from gatekeeper.addons.decisions import enforce, fail_closed, log_decision
 from gatekeeper.addons.runtime import Runtime, leave_unread
 from gatekeeper.core.model import Reason, Verdict
@@ -50,7 +50,7 @@ class AllowedCounter:
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
-        context = context_of(flow)
+        context = decided(flow)
         if flow.response is not None or context is None:
             return
         decision = context.decision

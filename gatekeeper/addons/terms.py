@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from mitmproxy import http
 
 from gatekeeper.addons import responses
-from gatekeeper.addons.context import context_of, require_context
+from gatekeeper.addons.context import decided, require_context
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.forms import (
     ACKNOWLEDGE_TERMS_PATH,
@@ -67,7 +67,7 @@ class Terms:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        context = context_of(flow)
+        context = decided(flow)
         if flow.response is not None or context is None:
             return
         decision = context.decision
