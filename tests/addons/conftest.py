@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from support import configs
-from support.flows import make_policy, make_runtime
+from support.flows import make_policy, make_runtime, run_hooks
 
+from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.core.model import Policy
 
@@ -49,3 +51,15 @@ def policy(tmp_path: Path, services: configs.Doc, approvals: configs.Doc) -> Pol
 @pytest.fixture
 def runtime(tmp_path: Path, policy: Policy) -> Runtime:
     return make_runtime(tmp_path, policy)
+
+
+@pytest.fixture
+def accounts(runtime: Runtime, tmp_path: Path) -> Accounts:
+    """The accounts addon, started: its session bindings read from the state database."""
+    addon = Accounts(runtime)
+
+    async def start(tctx) -> None:  # the bindings, read through the state worker
+        addon.running()
+
+    run_hooks(Lifecycle(runtime), addon, call=start, gatekeeper_state_dir=str(tmp_path / "state"))
+    return addon
