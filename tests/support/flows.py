@@ -46,9 +46,9 @@ def make_runtime(tmp_path: Path, policy: Policy | None = None, *, state: bool = 
 def make_flow(host: str, path: str = "/", *, method: str = "GET", user: str | None = None,
               peer: str = "192.0.2.99", scheme: str = "https", accept: str | None = None,
               headers: dict[str, str] | None = None, body: bytes = b"",
-              sni: str | None = None) -> http.HTTPFlow:
+              sni: str | None = None, port: int | None = None) -> http.HTTPFlow:
     """A request as the proxy sees it after proxy sign-in (`user`: proxyauth's metadata)."""
-    port = 443 if scheme == "https" else 80
+    port = port or (443 if scheme == "https" else 80)
     header_list = [(b"host", host.encode())]
     if accept:
         header_list.append((b"accept", accept.encode()))
