@@ -23,7 +23,8 @@ CONTEXT_KEY = "gatekeeper"  # flow.metadata: the flow's `FlowContext`
 
 @dataclass(slots=True)
 class FlowContext:
-    """One governed (or not governed) request, as decided.
+    """One request, as decided: the policy it was decided by and the decision, which names
+    the employee (the identity) and the service.
 
     `decision` starts as the access decision and is replaced by any later block (terms,
     accounts), so what is counted, logged and answered is always the latest word on the flow.
@@ -35,10 +36,6 @@ class FlowContext:
     terms_url: str | None = None  # the terms the employee must accept first (interstitial)
     target: Target | None = None  # what the catalog's rules look at (built once, by Accounts)
     body_unread: bool = False  # a login refused on its headers: its body is never read
-
-    @property
-    def employee(self) -> str | None:
-        return self.decision.employee
 
     @property
     def enforced(self) -> bool:
