@@ -239,6 +239,8 @@ class Bench:
         argv = [str(BIN / "gatekeeper"), "serve", "--config-dir", str(config),
                 "--state-dir", str(self.work / f"state-{name}"), "--listen-port", str(port),
                 "--metrics-port", "-1", "--log-level", "warning",
+                # the upstreams are on loopback, which the proxy otherwise refuses
+                "--set", "gatekeeper_allowed_destinations=127.0.0.0/8",
                 "--set", "ssl_insecure=true", *extra]
         return Proxy(f"gatekeeper ({name})", argv, self.hosts, port)
 

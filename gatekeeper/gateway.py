@@ -6,7 +6,7 @@ redirected to a transparent listener of the proxy. In explicit mode that listene
 one (`transparent_port`) beside the regular proxy the browsers are configured for, so a PAC
 file's DIRECT still works for other sites while a direct connection to a social site is policed
 by source address. `render_ruleset()` returns nft text, `gatekeeper.firewall` hands it to `nft`;
-`apply_serve_defaults()` lets `gatekeeper serve` take its listeners from the same file.
+`gatekeeper serve` (gatekeeper.cli.serve) takes the listeners it is not given from the same file.
 """
 
 from __future__ import annotations

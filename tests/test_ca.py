@@ -20,6 +20,7 @@ def run_ca(capsys: pytest.CaptureFixture[str], state_dir: Path) -> tuple[str, st
     return match[1], match[3]
 
 
+@pytest.mark.e2e
 def test_ca_is_created_once_private_and_used_by_the_proxy(gk, tmp_path: Path, config_dir: Path,
                                                         capsys: pytest.CaptureFixture[str]):
     state = tmp_path / "state-1"  # the state directory the gk fixture gives its first proxy

@@ -20,6 +20,8 @@ from support.tls import cert_sha256, shared_ca
 
 from gatekeeper.core.model import REASON_TEXT, Reason
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 AUTH_ANY = ["--set", "proxyauth=any"]
 TIMEOUT = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gatekeeper.addons.accounts import Accounts
 from gatekeeper.addons.destinations import GatewayDestinations
 from gatekeeper.addons.directory import DirectoryEmployees, DirectorySignIn
-from gatekeeper.addons.enforce import Conclude, Enforcer
+from gatekeeper.addons.enforce import AllowedCounter, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
 from gatekeeper.addons.portal import Portal
@@ -32,7 +32,7 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
         Enforcer(runtime),
         terms,
         Accounts(runtime),
-        Conclude(runtime),  # after every check that may still refuse an allowed flow
+        AllowedCounter(runtime),  # after every check that may still refuse an allowed flow
         PacListener(runtime),
         runtime.recorder,  # last: its `done` writes what the others recorded
     ]

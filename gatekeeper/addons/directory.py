@@ -19,7 +19,8 @@ from pathlib import Path
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, make_auth_required_response
 
-from gatekeeper.addons.runtime import REASON_HEADER, Runtime, log
+from gatekeeper.addons.responses import REASON_HEADER
+from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.directory.live import LiveDirectory, SignInResult
 from gatekeeper.directory.store import directory_settings

@@ -14,7 +14,7 @@ from gatekeeper.cli.common import config_dir_arg, load_or_report, state_dir_arg
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import accounts_of, login_rule, make_target
-from gatekeeper.core.model import REASON_TEXT, Decision, Mode, Policy, Verdict
+from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Verdict
 
 # --- check ---------------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def run_explain(args: argparse.Namespace) -> int:
     user = None if args.employee == "-" else args.employee
     employee = policy.identify(user, args.source_ip)
     decision = decide(policy, employee, (url.hostname,), dt.date.today())
-    report_only = decision.blocked and policy.mode is Mode.REPORT
+    enforced = decision.enforced(policy.mode)
     person = policy.employees.get(decision.employee or "")
     if args.json:
         print(json.dumps({
@@ -93,7 +93,7 @@ def run_explain(args: argparse.Namespace) -> int:
             "employee": decision.employee,
             "employee_name": person.display_name if person else "",
             "employee_email": person.email if person else "",
-            "enforced": not report_only,
+            "enforced": enforced,
             "login_rule": _login_rule_json(policy, decision, args.method, url),
         }))
         return 0
@@ -107,7 +107,7 @@ def run_explain(args: argparse.Namespace) -> int:
     line = f"{decision.verdict.value}: {service.name} ({service.id}) for {who}: {decision.reason}"
     if decision.reason in REASON_TEXT:
         line += f" - {REASON_TEXT[decision.reason]}"
-    if report_only:
+    if not enforced:
         line += " (mode report: logged and counted, let through)"
     print(line)
     login = _login_rule_json(policy, decision, args.method, url)

@@ -269,3 +269,10 @@ class Decision(NamedTuple):
     @property
     def blocked(self) -> bool:
         return self.verdict is Verdict.BLOCK
+
+    def enforced(self, mode: Mode) -> bool:
+        """Whether the proxy applies this decision under `mode` (Smokescreen's
+        "allow and report"): a block in report mode is only reported (logged and counted,
+        then let through); an internal error blocks in every mode; anything else is applied."""
+        return not (self.blocked and mode is Mode.REPORT
+                    and self.reason is not Reason.INTERNAL_ERROR)

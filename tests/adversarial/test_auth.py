@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 PASSWORD = "Correct-Horse-7731"
 GUESS = "guess-{}-Xq9"  # each wrong password is unique, so the log check finds any of them
 REALM = "Clinic Example"
