@@ -83,6 +83,11 @@ class ProxyLoginGuard:
                 )
             self.throttle = LoginThrottle(ThrottleSettings(**values))
 
+    def delay_before_check(self, client: str) -> float:
+        """Seconds `ProxySignIn` waits before an expensive password check from `client`: an
+        address already slowed down is slowed down before the check too, not only after."""
+        return self.throttle.delay(client, time.monotonic())
+
     def http_connect(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
         return self._judge(flow)
 
