@@ -55,14 +55,22 @@ class HtpasswdVerifier:
 
     def check(self, account: Account, password: str) -> asyncio.Future[bool]:
         stored = account.subject.partition("\0")[2]
+        return asyncio.get_running_loop().run_in_executor(self._workers(), verify, password,
+                                                          stored)
+
+    def _workers(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(HASH_WORKERS,
                                              mp_context=multiprocessing.get_context("spawn"),
                                              initializer=os.nice, initargs=(WORKER_NICENESS,))
-        return asyncio.get_running_loop().run_in_executor(self._pool, verify, password, stored)
+        return self._pool
 
     def start(self) -> None:
-        """Watch the file for changes (a daemon thread: stat and read never on the loop)."""
+        """Start the workers now (not while someone signs in), and watch the file for changes
+        (a daemon thread: stat and read never on the loop)."""
+        pool = self._workers()
+        for _ in range(HASH_WORKERS):  # each busy one makes the pool start another
+            pool.submit(verify, "", "")
         self._thread = threading.Thread(target=self._watch, name="gatekeeper-htpasswd",
                                         daemon=True)
         self._thread.start()
