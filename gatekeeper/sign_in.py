@@ -78,8 +78,8 @@ class SignIns:
     async def sign_in(self, user: str, password: str,
                       gate: AbstractAsyncContextManager[object] | None = None,
                       ) -> tuple[SignInResult, str | None]:
-        """The employee on success. An uncached check waits for `gate` first (per-address
-        limits), then never takes longer than the verifier's timeout."""
+        """The employee on success. A new check waits for `gate` first (per-address limits);
+        then neither it nor an identical attempt joining it waits longer than the timeout."""
         try:
             account = self.verifier.account(user)
         except SignInUnavailableError:
@@ -90,17 +90,18 @@ class SignIns:
                           hashlib.sha256).digest()
         if self.cached(account, digest):
             return self._counted(SignInResult.CACHED), account.employee
-        async with gate or contextlib.nullcontext():
-            if self.cached(account, digest):  # an identical attempt succeeded meanwhile
-                return self._counted(SignInResult.CACHED), account.employee
-            try:
-                valid = await asyncio.wait_for(asyncio.shield(self._check(digest, account,
-                                                                          password)),
-                                               self.verifier.timeout_seconds)
-            except (TimeoutError, SignInUnavailableError) as e:
-                log.warning(f"{self.verifier.name}_sign_in_unavailable",
-                            error=str(e) or "timed out")
-                return self._counted(SignInResult.UNAVAILABLE), None
+        try:
+            pending = self._pending.get(digest)
+            if pending is not None:  # an identical attempt is being checked: wait for it
+                valid = await self._within_deadline(pending)
+            else:
+                async with gate or contextlib.nullcontext():
+                    if self.cached(account, digest):  # an identical attempt succeeded meanwhile
+                        return self._counted(SignInResult.CACHED), account.employee
+                    valid = await self._within_deadline(self._check(digest, account, password))
+        except (TimeoutError, SignInUnavailableError) as e:
+            log.warning(f"{self.verifier.name}_sign_in_unavailable", error=str(e) or "timed out")
+            return self._counted(SignInResult.UNAVAILABLE), None
         if not valid:
             self._cache.pop(account.subject, None)
             return self._counted(SignInResult.REJECTED), None
@@ -113,6 +114,9 @@ class SignIns:
         entry = self._cache.get(account.subject)
         return bool(entry and entry[1] > time.monotonic() and hmac.compare_digest(entry[0],
                                                                                   digest))
+
+    async def _within_deadline(self, check: asyncio.Future[bool]) -> bool:
+        return await asyncio.wait_for(asyncio.shield(check), self.verifier.timeout_seconds)
 
     def _check(self, digest: bytes, account: Account, password: str) -> asyncio.Future[bool]:
         """The check of this attempt, shared by identical attempts already waiting on one."""

@@ -175,7 +175,8 @@ def test_htpasswd_guessing_does_not_stall_a_signed_in_colleague(gk, site_url, tm
     proxy = htpasswd_proxy(gk, tmp_path, "--set", "gatekeeper_proxy_auth_free_failures=1000")
     bob = ("bob", "bob-Pw-5521")
     assert ask(proxy, site_url, bob, BYSTANDER)[0] == 200  # signed in: cached from now on
-    baseline = max(ask(proxy, site_url, bob, BYSTANDER)[2] for _ in range(20))  # unhurried
+    # the slowest of as many requests as are measured below, unhurried: this machine's noise
+    baseline = max(ask(proxy, site_url, bob, BYSTANDER)[2] for _ in range(60))
 
     with ThreadPoolExecutor(max_workers=12) as pool:
         guesses = [pool.submit(ask, proxy, site_url, ("alice", GUESS.format(i)),
