@@ -23,8 +23,8 @@ from gatekeeper.logs import get_logger
 from gatekeeper.sign_in import Account
 
 log = get_logger("gatekeeper.htpasswd")
-HASH_WORKERS = 2  # processes; a guessing client address gets one at a time (ProxySignIn)
-WORKER_NICENESS = 10  # hashing yields the CPU to the proxy itself
+HASH_WORKERS = 1  # a process: hashing uses one core at most, the proxy has the rest
+WORKER_NICENESS = 19  # hashing yields the CPU to the proxy and everything else
 TIMEOUT_SECONDS = 10.0  # one check, including its wait for a free worker
 CACHE_SECONDS = 300.0
 POLL_SECONDS = 2.0
@@ -69,8 +69,9 @@ class HtpasswdVerifier:
         """Start the workers now (not while someone signs in), and watch the file for changes
         (a daemon thread: stat and read never on the loop)."""
         pool = self._workers()
+        stored = next(iter(self.hashes.values()), "")
         for _ in range(HASH_WORKERS):  # each busy one makes the pool start another
-            pool.submit(verify, "", "")
+            pool.submit(verify, "", stored)  # passlib's first check loads its backend
         self._thread = threading.Thread(target=self._watch, name="gatekeeper-htpasswd",
                                         daemon=True)
         self._thread.start()
