@@ -1,8 +1,8 @@
 """Proxy sign-in failures: counted, logged, slowed down per client address; the realm named.
 
-mitmproxy's `proxyauth` checks the `Proxy-Authorization` header before any script addon and
-answers a failure with a 407 in `http_connect` (tunnels) or `requestheaders` (plain HTTP).
-This addon runs right after it. A 407 for a request that carried credentials is a wrong
+mitmproxy's `proxyauth` (or gatekeeper's `ProxySignIn`, for an htpasswd file or the directory)
+checks the `Proxy-Authorization` header and answers a failure with a 407 in `http_connect`
+(tunnels) or `requestheaders` (plain HTTP). This addon runs right after both. A 407 for a request that carried credentials is a wrong
 password: counted in `gatekeeper_proxy_auth_failures_total`, logged with the user name and the
 client address (the header is parsed here and only its user part kept, never the password) and,
 past a few failures, held back by `LoginThrottle` with `asyncio.sleep`, which pauses that one
