@@ -2,12 +2,14 @@
 
 mitmproxy's `proxyauth` (or gatekeeper's `ProxySignIn`, for an htpasswd file or the directory)
 checks the `Proxy-Authorization` header and answers a failure with a 407 in `http_connect`
-(tunnels) or `requestheaders` (plain HTTP). This addon runs right after both. A 407 for a request that carried credentials is a wrong
-password: counted in `gatekeeper_proxy_auth_failures_total`, logged with the user name and the
-client address (the header is parsed here and only its user part kept, never the password) and,
-past a few failures, held back by `LoginThrottle` with `asyncio.sleep`, which pauses that one
-request only. A 407 without credentials is the ordinary first challenge of a browser: not a
-failure. Every 407 names the office's realm (`gatekeeper_proxy_realm`) instead of "mitmproxy".
+(tunnels) or `requestheaders` (plain HTTP). This addon runs right after both. A 407 for a
+request that carried credentials is a wrong password: counted in
+`gatekeeper_proxy_auth_failures_total`, logged with the user name and the client address (the
+header is parsed here and only its user part kept, never the password) and, past a few
+failures, held back by `LoginThrottle` with `asyncio.sleep`, which pauses that one request
+only (`ProxySignIn` also waits that long before a new password check from such an address).
+A 407 without credentials is the ordinary first challenge of a browser: not a failure. Every
+407 names the office's realm (`gatekeeper_proxy_realm`) instead of "mitmproxy".
 """
 
 from __future__ import annotations
