@@ -42,6 +42,7 @@ class ProxySignIn:
         self.runtime = runtime
         self.guard = guard
         self.htpasswd: SignIns | None = None
+        self.started = False  # `running` has been: a file named later starts at once
         self.authenticated: MutableMapping[connection.Client, tuple[str, str]] = (
             weakref.WeakKeyDictionary()
         )
@@ -60,8 +61,11 @@ class ProxySignIn:
             raise exceptions.OptionsError(f"Could not open htpasswd file: {spec[1:]}") from e
         ctx.master.addons.get("proxyauth").validator = None  # mitmproxy checks no more
         self.htpasswd = SignIns(verifier)
+        if self.started:
+            verifier.start()
 
     def running(self) -> None:
+        self.started = True
         directory_readyz(self.runtime)
         if self.htpasswd is not None:
             self.htpasswd.verifier.start()
