@@ -8,14 +8,14 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from gatekeeper.addons.recorder import Recorder
 from gatekeeper.bodies import declared_length, drainable
 from gatekeeper.core.model import Policy
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.logs import get_logger
-from gatekeeper.metrics import Metrics
+from gatekeeper.metrics import Metrics, Reply
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
 from gatekeeper.state_worker import Job, StateWorker, fault_kind
@@ -121,3 +121,23 @@ def leave_unread(flow: http.HTTPFlow) -> None:
         request.stream = True
     elif not drainable(declared_length(request.method, request.headers, request.http_version)):
         flow.kill()
+
+
+def directory_readyz(runtime: Runtime) -> None:
+    """/readyz waits for the first read of the directory and says how it went (called once
+    the admin listener exists, by `ProxySignIn.running`)."""
+    lifecycle = ctx.master.addons.get("lifecycle")
+    admin = getattr(lifecycle, "admin", None)
+    directory = runtime.directory
+    if admin is None or directory is None or "/readyz" not in admin.routes:
+        return
+    probe = admin.routes["/readyz"]
+
+    def readyz() -> Reply:
+        reply = probe()
+        if not directory.attempted.is_set():
+            return Reply(503, reply.content_type, b"not ready: reading the directory\n")
+        line = f"{directory.status()}\n".encode()
+        return Reply(reply.status, reply.content_type, reply.body + line)
+
+    admin.routes["/readyz"] = readyz
