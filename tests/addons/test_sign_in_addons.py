@@ -1,40 +1,55 @@
-"""Proxy sign-in in process: the directory's sign-in (gatekeeper.addons.directory), the guard
+"""Proxy sign-in in process: the sign-in addon with the directory's verifier (sign_in), the guard
 that slows wrong passwords (proxy_login_guard) and the transparent listener's identity by
 address (transparent)."""
 
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 from support.flows import cycle, make_flow, metric, run_hooks
 
-from gatekeeper.addons.directory import DirectoryEmployees, DirectorySignIn
+from gatekeeper.addons.directory import DirectoryEmployees
 from gatekeeper.addons.proxy_login_guard import ProxyLoginGuard
+from gatekeeper.addons.sign_in import ProxySignIn
 from gatekeeper.addons.transparent import CHALLENGE, TransparentIdentity
-from gatekeeper.directory.live import SignInResult
+from gatekeeper.sign_in import SignInResult
 
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-class FakeDirectory:
-    """What DirectorySignIn asks of the office directory: a sign-in with an answer."""
+class FakeSignIns:
+    """What ProxySignIn asks of a verifier: a sign-in with an answer."""
 
     def __init__(self, answer: tuple[SignInResult, str | None]) -> None:
         self.answer = answer
         self.asked: list[str] = []
+        self.verifier = SimpleNamespace(unavailable_text=b"directory not answering\n",
+                                        unavailable_reason="directory_unavailable")
 
-    async def sign_in(self, user: str, password: str) -> tuple[SignInResult, str | None]:
+    async def sign_in(self, user: str, password: str, turn) -> tuple[SignInResult, str | None]:
         self.asked.append(user)
         return self.answer
 
 
+class FakeDirectory:
+    """The office directory as ProxySignIn sees it: its sign-ins."""
+
+    def __init__(self, answer: tuple[SignInResult, str | None]) -> None:
+        self.sign_ins = FakeSignIns(answer)
+
+
+def sign_in_addon(runtime) -> ProxySignIn:
+    return ProxySignIn(runtime, ProxyLoginGuard(runtime))
+
+
 def test_without_a_directory_section_the_directory_addons_stay_out_of_the_way(
         runtime, tmp_path) -> None:
-    employees, sign_in = DirectoryEmployees(runtime), DirectorySignIn(runtime)
+    employees, sign_in = DirectoryEmployees(runtime), sign_in_addon(runtime)
 
     async def configure(tctx) -> None:
         tctx.configure(employees, gatekeeper_config_dir=str(tmp_path / "config"))
@@ -51,18 +66,18 @@ def test_a_directory_sign_in_names_the_employee_and_drops_the_password(runtime) 
     runtime.directory = FakeDirectory((SignInResult.SUCCESS, "alice"))
     flow = make_flow("www.linkedin.com", scheme="http",
                      headers={"proxy-authorization": basic("CLINIC\\alice", "s3cret")})
-    cycle(DirectorySignIn(runtime), flow=flow)
+    cycle(sign_in_addon(runtime), flow=flow)
     assert flow.metadata["proxyauth"] == ("alice", "")
     assert "proxy-authorization" not in flow.request.headers
 
 
 def test_a_wrong_password_gets_407_an_unreachable_directory_503(runtime) -> None:
     runtime.directory = FakeDirectory((SignInResult.REJECTED, None))
-    wrong = cycle(DirectorySignIn(runtime), flow=make_flow(
+    wrong = cycle(sign_in_addon(runtime), flow=make_flow(
         "www.linkedin.com", scheme="http", headers={"proxy-authorization": basic("a", "b")}))
     assert wrong.response.status_code == 407
     runtime.directory = FakeDirectory((SignInResult.UNAVAILABLE, None))
-    down = cycle(DirectorySignIn(runtime), flow=make_flow(
+    down = cycle(sign_in_addon(runtime), flow=make_flow(
         "www.linkedin.com", scheme="http", headers={"proxy-authorization": basic("a", "b")}))
     assert down.response.status_code == 503
     assert down.response.headers["X-Gatekeeper-Reason"] == "directory_unavailable"
