@@ -98,14 +98,6 @@ def assert_sign_in_refused(proxy, user: str, password: str, site) -> None:
         get(proxy, user, password, site.url("/"))
 
 
-def readyz(proxy) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"{proxy.metrics_url}/readyz", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
     """`gatekeeper ARGS...`, in process."""
@@ -254,7 +246,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     proxy = start(gk, write_directory_config(tmp_path, slapd))
     facebook = fake_sites.facebook
     assert get(proxy, "erin", PASSWORDS["erin"], facebook.url("/")).status_code == 200
-    status, body = readyz(proxy)
+    status, body = proxy.readyz()
     assert status == 200 and "directory: ok, 4 accounts" in body
 
     slapd.stop()
@@ -262,7 +254,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     proxy.wait_for_metric("gatekeeper_directory_refreshes_total", 1, result="failure")
     assert proxy.metric("gatekeeper_directory_up") == 0
     assert proxy.metric("gatekeeper_directory_employees") == 3  # the last good list
-    status, body = readyz(proxy)
+    status, body = proxy.readyz()
     assert status == 200
     assert "directory: not answering since" in body and "keeping the list of" in body
     failed = proxy.wait_for_log(lambda e: e.get("event") == "directory_refresh_failed")
@@ -288,7 +280,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     again = gk(proxy.config_dir, args=REGULAR)
     again.wait_for_metric("gatekeeper_directory_refreshes_total", 1, result="failure")
     assert again.metric("gatekeeper_directory_employees") == 3
-    assert "keeping the list of" in readyz(again)[1]
+    assert "keeping the list of" in again.readyz()[1]
 
 
 def test_a_slow_directory_delays_nobody_else(gk, fake_sites, slapd, tmp_path):
