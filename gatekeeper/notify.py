@@ -26,7 +26,7 @@ from typing import Any
 from gatekeeper.core.model import Policy
 from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
-from gatekeeper.state import AccessRequest, Notification, StateDB
+from gatekeeper.statedb import AccessRequest, Notification, StateDB
 
 log = get_logger("gatekeeper.notify")
 

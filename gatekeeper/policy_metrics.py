@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from gatekeeper.core.model import Policy
 from gatekeeper.logs import get_logger
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 log = get_logger("gatekeeper.metrics")
 

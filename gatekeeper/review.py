@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 from gatekeeper.core.model import Grant, Policy
-from gatekeeper.state import ReviewData
+from gatekeeper.statedb import ReviewData
 
 EXPIRING_WITHIN_DAYS = 30
 UNUSED_AFTER_DAYS = 90

@@ -18,7 +18,7 @@ from support import configs
 from support.cli import run_main
 
 from gatekeeper.config.loader import load_policy
-from gatekeeper.state import (
+from gatekeeper.statedb import (
     APPROVED,
     DENIED,
     PENDING,

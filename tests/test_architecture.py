@@ -178,8 +178,8 @@ def test_the_checks_see_a_forbidden_import_and_a_cycle(rows: list[Row], tmp_path
     """The checks themselves: a core module importing the state or mitmproxy is refused, and two
     modules importing each other are a cycle."""
     core = PACKAGE / "core" / "hosts.py"
-    assert forbidden(rows, core, {"gatekeeper.state", "mitmproxy.http", "re"}) == [
-        "gatekeeper/core/hosts.py imports gatekeeper.state",
+    assert forbidden(rows, core, {"gatekeeper.statedb", "mitmproxy.http", "re"}) == [
+        "gatekeeper/core/hosts.py imports gatekeeper.statedb",
         "gatekeeper/core/hosts.py imports mitmproxy (third-party)",
     ]
     assert forbidden(rows, PACKAGE / "cli" / "ca.py", {"gatekeeper.ca"}) == []

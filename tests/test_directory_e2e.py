@@ -30,7 +30,7 @@ from support.cli import run_main
 from support.ldap import SERVICE_DN, SERVICE_PASSWORD, STAFF_DN, SUFFIX, Slapd, available
 from support.waiting import wait_until
 
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 TIMEOUT = 15
 DIRECTORY_TIMEOUT = 2  # timeout_seconds in gateway.yaml

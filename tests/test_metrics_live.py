@@ -19,7 +19,7 @@ from support.waiting import wait_until
 from test_prometheus_rules import METRICS_DOC, documented_metrics, metric_names_used
 
 from gatekeeper.metrics import AdminServer, Metrics
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
 

@@ -25,7 +25,7 @@ from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import Metrics
 from gatekeeper.notify import Notifier, messages
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 NOW = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
 

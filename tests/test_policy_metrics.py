@@ -15,7 +15,7 @@ from support import configs
 from gatekeeper.config.loader import load_policy
 from gatekeeper.core.model import Policy
 from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 TODAY = dt.date(2026, 3, 10)
 NOW = dt.datetime(2026, 3, 10, 12, 0, tzinfo=dt.UTC)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from support import configs
 
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
 

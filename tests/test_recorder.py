@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gatekeeper.addons.recorder import Recorder
-from gatekeeper.state import StateDB
+from gatekeeper.statedb import StateDB
 
 SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from support import configs
 
-from gatekeeper import state
+from gatekeeper import statedb as state
 from gatekeeper.config.loader import load_policy
 from gatekeeper.review import format_review_text, review_report
-from gatekeeper.state import (
+from gatekeeper.statedb import (
     AuditedAction,
     BlockedAttempt,
     GrantUse,
@@ -309,7 +309,7 @@ def test_session_cache_matches_database(state_dir: Path) -> None:
 
 
 def test_two_processes_agree_on_the_secret(state_dir: Path) -> None:
-    script = "import sys; from gatekeeper.state import load_secret; " \
+    script = "import sys; from gatekeeper.statedb import load_secret; " \
              "sys.stdout.write(load_secret(sys.argv[1]).hex())"
     procs = [
         subprocess.Popen([sys.executable, "-c", script, str(state_dir)], stdout=subprocess.PIPE)
@@ -402,7 +402,7 @@ WRITER = textwrap.dedent(
     """
     import datetime as dt, sys, time
     from pathlib import Path
-    from gatekeeper.state import StateDB, BlockedAttempt
+    from gatekeeper.statedb import StateDB, BlockedAttempt
     db = StateDB(Path(sys.argv[1]))
     now = dt.datetime(2027, 3, 1, tzinfo=dt.UTC)
     count = int(sys.argv[2])

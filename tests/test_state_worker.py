@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.metrics import Metrics
-from gatekeeper.state import (
+from gatekeeper.statedb import (
     DB_FILE,
     StateCorruptError,
     StateDB,
@@ -26,7 +26,7 @@ from gatekeeper.state import (
     deadline,
     integrity_problems,
 )
-from gatekeeper.state.worker import (
+from gatekeeper.statedb.worker import (
     GRACE_SECONDS,
     StateOperationError,
     StateWorker,

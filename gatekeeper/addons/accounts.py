@@ -44,8 +44,8 @@ from gatekeeper.core.logins import (
     session_reason,
 )
 from gatekeeper.core.model import Decision, Reason, Service, Verdict
-from gatekeeper.state import SessionCache, load_secret
-from gatekeeper.state.worker import StateOperationError, StateWorker
+from gatekeeper.statedb import SessionCache, load_secret
+from gatekeeper.statedb.worker import StateOperationError, StateWorker
 
 DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # After a company login is allowed, session cookies the service sets for this employee are

@@ -17,7 +17,7 @@ from gatekeeper.core.model import Policy
 from gatekeeper.metrics import AdminServer, Metrics
 from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
 from gatekeeper.reload import PolicyReloader
-from gatekeeper.state import StateError
+from gatekeeper.statedb import StateError
 
 
 class Lifecycle:

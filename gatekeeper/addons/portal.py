@@ -42,8 +42,8 @@ from gatekeeper.addons.runtime import Runtime, leave_unread, log
 from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
 from gatekeeper.notify import Notifier, messages
-from gatekeeper.state import AccessRequest, StateDB, confirm_written
-from gatekeeper.state.worker import StateOperationError
+from gatekeeper.statedb import AccessRequest, StateDB, confirm_written
+from gatekeeper.statedb.worker import StateOperationError
 
 DEFAULT_REQUESTS_PER_HOUR = 5
 

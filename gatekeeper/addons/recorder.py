@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 
 from gatekeeper.logs import get_logger
-from gatekeeper.state import AuditedAction, BlockedAttempt, Event, GrantUse
+from gatekeeper.statedb import AuditedAction, BlockedAttempt, Event, GrantUse
 
 log = get_logger("gatekeeper.recorder")
 

@@ -26,7 +26,7 @@ from gatekeeper.addons.forms import (
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.pages import render
-from gatekeeper.state import AccessRequest
+from gatekeeper.statedb import AccessRequest
 
 REASON_HEADER = "X-Gatekeeper-Reason"
 OUTCOME_HEADER = "X-Gatekeeper-Portal"

@@ -37,8 +37,8 @@ from gatekeeper.addons.forms import (
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
-from gatekeeper.state import StateDB, confirm_written
-from gatekeeper.state.worker import StateOperationError
+from gatekeeper.statedb import StateDB, confirm_written
+from gatekeeper.statedb.worker import StateOperationError
 
 
 class Terms:

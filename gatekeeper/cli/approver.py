@@ -27,7 +27,15 @@ from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Employee
 from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
-from gatekeeper.state import APPROVED, DB_FILE, DENIED, PENDING, AccessRequest, StateDB, StateError
+from gatekeeper.statedb import (
+    APPROVED,
+    DB_FILE,
+    DENIED,
+    PENDING,
+    AccessRequest,
+    StateDB,
+    StateError,
+)
 
 RELOAD_NOTE = "the running proxy picks this up within a second"
 REVIEW_DAYS = 30

@@ -37,8 +37,8 @@ from test_portal_e2e import (
     terms_config,
 )
 
-from gatekeeper.state import DB_FILE, StateDB
-from gatekeeper.state.worker import DEADLINE_SECONDS, GRACE_SECONDS
+from gatekeeper.statedb import DB_FILE, StateDB
+from gatekeeper.statedb.worker import DEADLINE_SECONDS, GRACE_SECONDS
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
 

@@ -13,12 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gatekeeper.state.errors import StateError
-from gatekeeper.state.files import ensure_private_dir, match_dir_owner
-from gatekeeper.state.records import Binding
+from gatekeeper.statedb.errors import StateError
+from gatekeeper.statedb.files import ensure_private_dir, match_dir_owner
+from gatekeeper.statedb.records import Binding
 
 if TYPE_CHECKING:
-    from gatekeeper.state.database import StateDB
+    from gatekeeper.statedb.database import StateDB
 
 SECRET_FILE = "secret.key"
 SECRET_BYTES = 32

@@ -6,7 +6,7 @@ database: every operation is a job for this worker's single thread, run in order
 batches, session bindings, access requests, Terms-of-Use acceptances), so the proxy has exactly
 one writer. A hook awaits its job with `run`, which pauses only that flow and gives up after
 `DEADLINE_SECONDS`; the job stops waiting at the same deadline and never commits after it
-(gatekeeper.state.database.deadline), so "could not be recorded" is what happened.
+(gatekeeper.statedb.database.deadline), so "could not be recorded" is what happened.
 
 Every failure is a `StateOperationError` of a fixed kind (`KINDS`), logged and counted in
 `gatekeeper_state_errors_total{operation,kind}`. Damage (SQLite's "malformed" or "not a
@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
-from gatekeeper.state.database import StateDB, deadline, integrity_problems
-from gatekeeper.state.errors import StateCorruptError, StateError, StateTimeoutError
+from gatekeeper.statedb.database import StateDB, deadline, integrity_problems
+from gatekeeper.statedb.errors import StateCorruptError, StateError, StateTimeoutError
 
-log = get_logger("gatekeeper.state")
+log = get_logger("gatekeeper.statedb")
 
 DEADLINE_SECONDS = 1.5  # how long a flow waits for its state operation at most
 GRACE_SECONDS = 0.5  # the job ends its own waits at the deadline; this covers a commit under way

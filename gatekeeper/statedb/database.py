@@ -13,9 +13,9 @@ One `StateDB` may be shared by threads: its methods serialize on a lock. A threa
 its operations in time (`deadline`): waiting for the lock, for another process's write lock and
 the commit itself all give up with `StateTimeoutError` when the deadline passes, so a caller never
 waits longer than it chose (the proxy's event loop never waits at all: see
-gatekeeper.state.worker).
+gatekeeper.statedb.worker).
 
-The schema is `gatekeeper.state.schema`; session bindings are `gatekeeper.state.sessions`.
+The schema is `gatekeeper.statedb.schema`; session bindings are `gatekeeper.statedb.sessions`.
 
 Privacy: nothing here stores passwords, cookie values, bodies or URLs of non-social sites. The
 only URL kept is a governed service's Terms-of-Use URL from the catalog.
@@ -34,16 +34,16 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.state import schema
-from gatekeeper.state.errors import (
+from gatekeeper.statedb import schema
+from gatekeeper.statedb.errors import (
     RequestDecidedError,
     StateCorruptError,
     StateError,
     StateTimeoutError,
     UnknownRequestError,
 )
-from gatekeeper.state.files import create_private_file, ensure_private_dir
-from gatekeeper.state.records import (
+from gatekeeper.statedb.files import create_private_file, ensure_private_dir
+from gatekeeper.statedb.records import (
     DECISIONS,
     ID_ALPHABET,
     ID_LENGTH,
@@ -62,7 +62,7 @@ from gatekeeper.state.records import (
     clean_line,
     normalize_request_id,
 )
-from gatekeeper.state.sessions import KEEP_BINDINGS
+from gatekeeper.statedb.sessions import KEEP_BINDINGS
 
 DB_FILE = "gatekeeper.db"
 BUSY_TIMEOUT_MS = 5000

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from gatekeeper.state.errors import StateError
+from gatekeeper.statedb.errors import StateError
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema. Times are UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ` (sortable).

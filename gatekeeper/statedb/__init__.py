@@ -2,11 +2,11 @@
 
 `schema` (migrations), `records` (the values stored), `errors`, `files` (private files),
 `sessions` (session bindings and their key), `database` (`StateDB`); the proxy's one thread for
-state operations is `gatekeeper.state.worker` (imported by name: it needs the metrics).
+state operations is `gatekeeper.statedb.worker` (imported by name: it needs the metrics).
 The names most callers use are importable from here.
 """
 
-from gatekeeper.state.database import (
+from gatekeeper.statedb.database import (
     BUSY_TIMEOUT_MS,
     DB_FILE,
     StateDB,
@@ -14,14 +14,14 @@ from gatekeeper.state.database import (
     deadline,
     integrity_problems,
 )
-from gatekeeper.state.errors import (
+from gatekeeper.statedb.errors import (
     RequestDecidedError,
     StateCorruptError,
     StateError,
     StateTimeoutError,
     UnknownRequestError,
 )
-from gatekeeper.state.records import (
+from gatekeeper.statedb.records import (
     APPROVED,
     DECISIONS,
     DENIED,
@@ -43,8 +43,8 @@ from gatekeeper.state.records import (
     clean_justification,
     normalize_request_id,
 )
-from gatekeeper.state.schema import MIGRATIONS
-from gatekeeper.state.sessions import (
+from gatekeeper.statedb.schema import MIGRATIONS
+from gatekeeper.statedb.sessions import (
     KEEP_BINDINGS,
     SECRET_FILE,
     SessionCache,
