@@ -184,12 +184,32 @@ def test_own_company_address_not_granted_for_this_service_is_refused() -> None:
     assert check.result is LoginResult.PERSONAL
 
 
-def test_tiktok_obfuscated_login_is_refused() -> None:
-    """mix_mode=1 XORs each byte with 5 and hex-encodes it: it names no account we know."""
-    hidden = "".join(f"{b ^ 5:02x}" for b in ALICE.encode())
-    form = read_form(FORM, f"username={hidden}&password=x&mix_mode=1".encode())
+def _mixed(value: str) -> str:
+    return "".join(f"{b ^ 5:02x}" for b in value.encode())
+
+
+@pytest.mark.parametrize(("account", "mode", "expected"), [
+    (ALICE, "1", LoginResult.COMPANY),
+    ("alice.private@gmail.com", "1", LoginResult.PERSONAL),
+    (ALICE, "0", LoginResult.PERSONAL),  # the hex text is not decoded without mix_mode=1
+])
+def test_tiktok_mix_mode_values_are_decoded(account: str, mode: str,
+                                            expected: LoginResult) -> None:
+    """mix_mode=1 XORs each byte with 5 and hex-encodes it; the check reads the account."""
+    form = read_form(FORM, f"username={_mixed(account)}&password=x&mix_mode={mode}".encode())
     rule = LoginRule(path=re.compile("^/passport/web/user/login/?$"), fields=("username", "email"))
-    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is LoginResult.PERSONAL
+    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is expected
+
+
+@pytest.mark.parametrize("body", [
+    f"username={ALICE}&mix_mode=1",  # not hex: refused, not read as plain text
+    f"username={_mixed(ALICE)}&mix_mode=1&mix_mode=0",  # which mode the server reads is unknown
+    "username=c3ff&mix_mode=1",  # hex of bytes that are not UTF-8 after the XOR
+])
+def test_tiktok_unreadable_mix_mode_is_unverifiable(body: str) -> None:
+    rule = LoginRule(path=re.compile("^/passport/web/user/login/?$"), fields=("username",))
+    form = read_form(FORM, body.encode())
+    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is LoginResult.UNVERIFIABLE
 
 
 # --- rule matching --------------------------------------------------------------------------

@@ -31,21 +31,26 @@ from gatekeeper.addons.runtime import (
     log,
 )
 from gatekeeper.bodies import BodyError, declared_length, decode_body
+from gatekeeper.core import credentials
 from gatekeeper.core.accounts import mask_identifier
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import (
+    UNRECOGNIZED_SIGN_IN,
     Form,
     LoginCheck,
     LoginResult,
     Target,
     accounts_of,
     check_login,
+    issued_tokens,
     login_rule,
     login_step,
     make_target,
     match_action,
     needs_body,
     read_form,
+    read_json,
+    request_tokens,
     session_reason,
 )
 from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
@@ -115,9 +120,10 @@ class Accounts:
         if prohibited is not None:
             self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
             return
-        if needs_body(service, target):
+        if needs_body(service, target) or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if login_rule(service, target) is None:
+            self._guard_headers(flow, policy, decision, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
         if detail is not None:
@@ -135,8 +141,11 @@ class Accounts:
         if decision.verdict is not Verdict.ALLOW or UNREAD_KEY in flow.metadata:
             return
         target = _target(flow)
-        form = self._form(flow) if needs_body(service, target) else None
+        guarded = _guard_reads(service, target, flow.request)
+        form = self._form(flow) if needs_body(service, target) or guarded else None
         rule = login_rule(service, target)
+        if rule is None and guarded and self._unrecognized(flow, policy, decision, service, form):
+            return
         if rule is not None and login_step(rule, form):
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
@@ -157,14 +166,18 @@ class Accounts:
             return
         _, decision, service = governed
         employee = decision.employee
-        if decision.verdict is not Verdict.ALLOW or employee is None or not service.session_cookie:
+        if decision.verdict is not Verdict.ALLOW or employee is None:
             return
         sessions = self._sessions()
         values = [
             value
-            for value, attrs in flow.response.cookies.get_all(service.session_cookie)
-            if value and not _expires_now(attrs) and sessions.owner(service.id, value) != employee
+            for value, attrs in (flow.response.cookies.get_all(service.session_cookie)
+                                 if service.session_cookie else ())
+            if value and not _expires_now(attrs)
         ]
+        if service.session_tokens is not None and self._login_in_progress(employee, service.id):
+            values += self._issued_tokens(flow, service)
+        values = [v for v in values if sessions.owner(service.id, v) != employee]
         if not values:
             return  # nothing set, a deletion, or a value already bound to this employee
         if not self._login_in_progress(employee, service.id):
@@ -187,9 +200,12 @@ class Accounts:
     ) -> bool:
         """A session cookie bound to someone else, or never bound, is refused; a refused
         unbound cookie is also expired, so that the next attempt starts signed out."""
-        if not service.session_cookie:
-            return False
-        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v]
+        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
+            if service.session_cookie else []
+        tokens = request_tokens(service.session_tokens, _target(flow),
+                                flow.request.headers.items(multi=True)) \
+            if service.session_tokens is not None else []
+        values += tokens
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -201,10 +217,75 @@ class Accounts:
             log.warning("session_mismatch", employee=decision.employee, service=service.id,
                         account_owner=next(o for o in owners if o and o != decision.employee))
         self._block(flow, policy, decision, reason)
-        if reason is Reason.UNVERIFIED_SESSION and flow.response is not None:  # enforced
+        if reason is Reason.UNVERIFIED_SESSION and flow.response is not None \
+                and service.session_cookie:  # enforced: the client drops the cookie
             for header in _expiring_cookies(flow, service, service.session_cookie):
                 flow.response.headers.add("Set-Cookie", header)
         return True
+
+    def _guard_headers(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service,
+        target: Target,
+    ) -> None:
+        """The credential guard on the headers, where no login rule applies: a credential in
+        a header, or a form-like body that cannot be read whole, is refused now."""
+        if not service.guarded:
+            return
+        request = flow.request
+        basic_app = credentials.basic_names_app(service.basic_auth_apps, target)
+        if credentials.header_credential(request.headers.items(multi=True),
+                                         service.credential_fields, basic_app):
+            self._unrecognized(flow, policy, decision, service, None, header=True)
+            return
+        if not _guard_reads(service, target, request) \
+                or not credentials.form_like(request.headers.get("content-type", "")):
+            return
+        detail = _unreadable_login(request, self.max_body)
+        if detail is not None:
+            flow.metadata[UNREAD_KEY] = True
+            self._login_checked(flow, policy, decision,
+                                LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
+            leave_unread(flow)
+
+    def _unrecognized(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service,
+        form: Form | None, *, header: bool = False,
+    ) -> bool:
+        """The credential guard on the fields, where no login rule applies: a request that
+        carries a credential is a sign-in the catalog does not know, refused with the host
+        and path logged so that IT can add a rule. True when it was refused."""
+        request = flow.request
+        if form is None and not header:  # unreadable: refused if it should have been a form
+            if not credentials.form_like(request.headers.get("content-type", "")):
+                return False
+            check = LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
+            return not self._login_checked(flow, policy, decision, check)
+        if form is not None and not credentials.form_credential(form, service.credential_fields):
+            return False
+        log.warning("unrecognized_sign_in", service=service.id,
+                    host=normalize_host(request.pretty_host), path=request.path.partition("?")[0])
+        check = LoginCheck(LoginResult.UNRECOGNIZED, detail=UNRECOGNIZED_SIGN_IN)
+        return not self._login_checked(flow, policy, decision, check)
+
+    def _issued_tokens(self, flow: http.HTTPFlow, service: Service) -> list[str]:
+        """The session tokens a response hands out during a checked login: in its headers,
+        and in a JSON or text body no larger than the login limit (read with a cap)."""
+        tokens = service.session_tokens
+        response = flow.response
+        assert tokens is not None and response is not None
+        body: Form | None = None
+        text: str | None = None
+        media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        wanted = tokens.issued_fields or tokens.issued_pattern is not None
+        if wanted and (media.endswith("json") or media.startswith("text/")):
+            try:
+                raw = decode_body(response.raw_content or b"",
+                                  response.headers.get_all("content-encoding"), self.max_body)
+            except BodyError:
+                raw = b""
+            body = read_json(raw) if tokens.issued_fields else None
+            text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
+        return issued_tokens(tokens, response.headers.items(multi=True), body, text)
 
     def _login_checked(
         self, flow: http.HTTPFlow, policy: Policy, decision: Decision, check: LoginCheck
@@ -310,6 +391,14 @@ def _target(flow: http.HTTPFlow) -> Target:
         hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
         target = flow.metadata[TARGET_KEY] = make_target(request.method, hosts, path, query)
     return target
+
+
+def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
+    """Whether the credential guard reads this request's body: one that may carry a form,
+    sent to a service that needs a grant, where no login rule applies."""
+    return (service.guarded and credentials.readable_body(target.method,
+                                                          request.headers.get("content-type", ""))
+            and login_rule(service, target) is None)
 
 
 def _unreadable_login(request: http.Request, limit: int) -> str | None:
