@@ -44,7 +44,6 @@ from gatekeeper.core.logins import (
     check_login,
     issued_tokens,
     login_rule,
-    login_step,
     make_target,
     match_action,
     needs_body,
@@ -52,6 +51,7 @@ from gatekeeper.core.logins import (
     read_json,
     request_tokens,
     session_reason,
+    step_rule,
 )
 from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
 from gatekeeper.state import SessionCache, load_secret
@@ -143,10 +143,10 @@ class Accounts:
         target = _target(flow)
         guarded = _guard_reads(service, target, flow.request)
         form = self._form(flow) if needs_body(service, target) or guarded else None
-        rule = login_rule(service, target)
-        if rule is None and guarded and self._unrecognized(flow, policy, decision, service, form):
+        if guarded and self._unrecognized(flow, policy, decision, service, form):
             return
-        if rule is not None and login_step(rule, form):
+        rule = step_rule(service, target, form)
+        if rule is not None:
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
             if not self._login_checked(flow, policy, decision, check):

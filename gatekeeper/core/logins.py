@@ -402,6 +402,13 @@ def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
     )
 
 
+def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule | None:
+    """The first login rule that applies and whose `when` the fields meet: the sign-in step
+    to check (X's flow has two identifier steps on one path)."""
+    return next((rule for rule in service.logins
+                 if applies(rule, target) and login_step(rule, form)), None)
+
+
 def login_step(rule: LoginRule, form: Form | None) -> bool:
     """Whether the request is the sign-in step `rule` checks: always, unless the rule has a
     `when` condition that the fields do not meet. A body that cannot be read counts as the
