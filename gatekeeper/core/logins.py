@@ -436,8 +436,8 @@ def session_token(value: str) -> str | None:
     """The token a header value carries, without a scheme word (`Bearer IGT:2:abc` and a
     login response's bare `IGT:2:abc` are one token); None when empty."""
     words = value.strip().split(None, 1)
-    if len(words) == 2 and words[0].casefold() in TOKEN_SCHEMES:
-        return words[1].strip() or None
+    if words and words[0].casefold() in TOKEN_SCHEMES:
+        return words[1].strip() if len(words) == 2 else None  # a lone `Bearer` carries none
     return value.strip() or None
 
 
