@@ -16,11 +16,14 @@ from gatekeeper.core.credentials import (
     credential_fields,
     form_credential,
     form_like,
+    guard_form,
+    guard_headers,
     header_credential,
     readable_body,
 )
 from gatekeeper.core.logins import (
     MAX_EMBEDDED_DEPTH,
+    LoginResult,
     issued_tokens,
     make_target,
     read_form,
@@ -28,7 +31,7 @@ from gatekeeper.core.logins import (
     request_tokens,
     session_token,
 )
-from gatekeeper.core.model import SessionTokens
+from gatekeeper.core.model import Access, Reason, Service, SessionTokens
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -215,3 +218,29 @@ def test_issued_tokens_from_headers_json_and_escaped_bloks_text() -> None:
     body = read_json(json.dumps({"access_token": "r-abc", "token_type": "bearer"}).encode())
     assert issued_tokens(REDDIT, [], body, None) == ["r-abc"]
     assert read_json(b"not json") is None
+
+
+# --- the guard's verdicts -----------------------------------------------------------------
+
+def _service(**fields) -> Service:
+    return Service("s", "S", ("s.example",), credential_fields=FIELDS, **fields)
+
+
+def test_guard_form_verdicts() -> None:
+    service = _service()
+    form = read_form(FORM, b"user=me&pass=x")
+    assert guard_form(service, FORM, form).detail == "unrecognized_sign_in"
+    assert guard_form(service, FORM, form).reason is Reason.UNVERIFIABLE_LOGIN
+    assert guard_form(service, FORM, read_form(FORM, b"text=hi")) is None
+    assert guard_form(service, JSON, None).detail == "unreadable_body"  # a form that is not
+    assert guard_form(service, "multipart/form-data; boundary=x", None) is None  # an upload
+
+
+def test_guard_headers_verdicts() -> None:
+    basic = [("Authorization", "Basic dTpw")]
+    target = make_target("POST", ["www.s.example"], "/api/v1/access_token")
+    assert guard_headers(_service(), target, basic).result is LoginResult.UNRECOGNIZED
+    apps = (re.compile(r"^/api/v1/access_token$"),)
+    assert guard_headers(_service(basic_auth_apps=apps), target, basic) is None
+    everyone = _service(access=Access.EVERYONE)  # a tenant-restriction service: not guarded
+    assert guard_headers(everyone, target, basic) is None

@@ -35,7 +35,6 @@ from gatekeeper.core import credentials
 from gatekeeper.core.accounts import mask_identifier
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import (
-    UNRECOGNIZED_SIGN_IN,
     Form,
     LoginCheck,
     LoginResult,
@@ -143,7 +142,9 @@ class Accounts:
         target = _target(flow)
         guarded = _guard_reads(service, target, flow.request)
         form = self._form(flow) if needs_body(service, target) or guarded else None
-        if guarded and self._unrecognized(flow, policy, decision, service, form):
+        content_type = flow.request.headers.get("content-type", "")
+        if guarded and self._guard_refused(
+                flow, policy, decision, credentials.guard_form(service, content_type, form)):
             return
         rule = step_rule(service, target, form)
         if rule is not None:
@@ -229,42 +230,30 @@ class Accounts:
     ) -> None:
         """The credential guard on the headers, where no login rule applies: a credential in
         a header, or a form-like body that cannot be read whole, is refused now."""
-        if not service.guarded:
-            return
         request = flow.request
-        basic_app = credentials.basic_names_app(service.basic_auth_apps, target)
-        if credentials.header_credential(request.headers.items(multi=True),
-                                         service.credential_fields, basic_app):
-            self._unrecognized(flow, policy, decision, service, None, header=True)
-            return
-        if not _guard_reads(service, target, request) \
-                or not credentials.form_like(request.headers.get("content-type", "")):
-            return
-        detail = _unreadable_login(request, self.max_body)
-        if detail is not None:
+        check = credentials.guard_headers(service, target, request.headers.items(multi=True))
+        if check is None and _guard_reads(service, target, request) \
+                and credentials.form_like(request.headers.get("content-type", "")):
+            detail = _unreadable_login(request, self.max_body)
+            check = detail and LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
+        if check:
             flow.metadata[UNREAD_KEY] = True
-            self._login_checked(flow, policy, decision,
-                                LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
+            self._guard_refused(flow, policy, decision, check)
             leave_unread(flow)
 
-    def _unrecognized(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service,
-        form: Form | None, *, header: bool = False,
+    def _guard_refused(
+        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, check: LoginCheck | None
     ) -> bool:
-        """The credential guard on the fields, where no login rule applies: a request that
-        carries a credential is a sign-in the catalog does not know, refused with the host
-        and path logged so that IT can add a rule. True when it was refused."""
-        request = flow.request
-        if form is None and not header:  # unreadable: refused if it should have been a form
-            if not credentials.form_like(request.headers.get("content-type", "")):
-                return False
-            check = LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
-            return not self._login_checked(flow, policy, decision, check)
-        if form is not None and not credentials.form_credential(form, service.credential_fields):
+        """Act on the credential guard's check; True when the request was refused. A sign-in
+        the catalog does not know is logged with its host and path only, so that IT can
+        add a rule."""
+        if check is None:
             return False
-        log.warning("unrecognized_sign_in", service=service.id,
-                    host=normalize_host(request.pretty_host), path=request.path.partition("?")[0])
-        check = LoginCheck(LoginResult.UNRECOGNIZED, detail=UNRECOGNIZED_SIGN_IN)
+        if check.result is LoginResult.UNRECOGNIZED:
+            request = flow.request
+            log.warning("unrecognized_sign_in", service=decision.service,
+                        host=normalize_host(request.pretty_host),
+                        path=request.path.partition("?")[0])
         return not self._login_checked(flow, policy, decision, check)
 
     def _issued_tokens(self, flow: http.HTTPFlow, service: Service) -> list[str]:

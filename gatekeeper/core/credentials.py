@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from gatekeeper.core.logins import Form, Target
+from gatekeeper.core.logins import UNRECOGNIZED_SIGN_IN, Form, LoginCheck, LoginResult, Target
+from gatekeeper.core.model import Service
 
 # Field names that carry a password (docs/catalog.md says where each was seen). services.yaml
 # replaces this list with its top-level `credential_fields:` and adds per-service ones.
@@ -108,3 +109,27 @@ def form_like(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media in ("application/x-www-form-urlencoded", "application/json") \
         or media.endswith("+json")
+
+
+UNRECOGNIZED = LoginCheck(LoginResult.UNRECOGNIZED, detail=UNRECOGNIZED_SIGN_IN)
+
+
+def guard_headers(
+    service: Service, target: Target, headers: Iterable[tuple[str, str]]
+) -> LoginCheck | None:
+    """The guard on a request's headers, where no login rule applies: UNRECOGNIZED when a
+    header carries a credential, None otherwise (or for a service it does not guard)."""
+    if not service.guarded:
+        return None
+    app = basic_names_app(service.basic_auth_apps, target)
+    return UNRECOGNIZED if header_credential(headers, service.credential_fields, app) else None
+
+
+def guard_form(service: Service, content_type: str, form: Form | None) -> LoginCheck | None:
+    """The guard on a body it read (see `readable_body`), where no login rule applies:
+    UNRECOGNIZED when a field carries a credential; UNVERIFIABLE when a urlencoded or JSON
+    body could not be read (a credential could hide there); None otherwise."""
+    if form is None:
+        return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body") \
+            if form_like(content_type) else None
+    return UNRECOGNIZED if form_credential(form, service.credential_fields) else None
