@@ -167,7 +167,8 @@ class Accounts:
             return
         _, decision, service = governed
         employee = decision.employee
-        if decision.verdict is not Verdict.ALLOW or employee is None:
+        if decision.verdict is not Verdict.ALLOW or employee is None \
+                or not (service.session_cookie or service.session_tokens):
             return
         sessions = self._sessions()
         values = [
