@@ -1,12 +1,15 @@
 """Company accounts only, for the flows the access decision allowed.
 
 - `requestheaders`: the catalog's tenant headers replace the client's copies; a session
-  cookie must be bound to this employee; prohibited actions that need no body are refused;
-  a login body announced larger than the limit is refused before it is read.
-- `request` (body read): login identifiers must be the grant's accounts; prohibited actions
-  that look at field values; audited actions are recorded.
-- `response`: session cookies the service sets while a company login is in progress are
-  bound to (employee, service), as keyed hashes in the state database.
+  cookie or token must be bound to this employee; prohibited actions that need no body are
+  refused; a login body announced larger than the limit is refused before it is read; where
+  no login rule applies, a credential in a header, or a form too large to read, is refused
+  (the credential guard, gatekeeper.core.credentials).
+- `request` (body read): login identifiers must be the grant's accounts; where no login rule
+  applies, a request that carries a credential is refused (`unrecognized_sign_in`);
+  prohibited actions that look at field values; audited actions are recorded.
+- `response`: session cookies and tokens the service hands out while a company login is in
+  progress are bound to (employee, service), as keyed hashes in the state database.
 
 Every block goes through the shared `enforce()`, so report mode, metrics and the `decision`
 log stay the same as for the access decision.
