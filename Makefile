@@ -1,12 +1,13 @@
 # gatekeeper: `make run` starts the proxy on config/, `make test` runs the whole suite.
 # Each target installs what it needs: a virtualenv in .venv and, for the tests, the Debian
-# packages the end-to-end tests drive (chromium, nftables, iproute2, prometheus) when run as root.
+# packages the end-to-end tests and the benchmark drive (chromium, nftables, iproute2, prometheus,
+# hey, nginx) when run as root.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey slapd ldap-utils
+SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey slapd ldap-utils nginx-light
 
 .PHONY: run test lint bench soak system-deps clean
 
@@ -35,7 +36,7 @@ test: $(STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/python bench/run.py
 
 # Minutes of mixed traffic with reloads and a locked state database (as root): make soak MINUTES=10

@@ -19,7 +19,7 @@ from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import accounts_of, login_rule, make_target
-from gatekeeper.core.model import REASON_TEXT, Decision, Mode, Policy, Verdict
+from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Verdict
 from gatekeeper.gateway import apply_serve_defaults
 from gatekeeper.logs import LEVELS, LOG_FORMATS
 from gatekeeper.pac import add_pac_serve_arguments
@@ -199,7 +199,7 @@ def run_explain(args: argparse.Namespace) -> int:
     user = None if args.employee == "-" else args.employee
     employee = policy.identify(user, args.source_ip)
     decision = decide(policy, employee, (url.hostname,), dt.date.today())
-    report_only = decision.blocked and policy.mode is Mode.REPORT
+    enforced = decision.enforced(policy.mode)
     person = policy.employees.get(decision.employee or "")
     if args.json:
         print(json.dumps({
@@ -209,7 +209,7 @@ def run_explain(args: argparse.Namespace) -> int:
             "employee": decision.employee,
             "employee_name": person.display_name if person else "",
             "employee_email": person.email if person else "",
-            "enforced": not report_only,
+            "enforced": enforced,
             "login_rule": _login_rule_json(policy, decision, args.method, url),
         }))
         return 0
@@ -223,7 +223,7 @@ def run_explain(args: argparse.Namespace) -> int:
     line = f"{decision.verdict.value}: {service.name} ({service.id}) for {who}: {decision.reason}"
     if decision.reason in REASON_TEXT:
         line += f" - {REASON_TEXT[decision.reason]}"
-    if report_only:
+    if not enforced:
         line += " (mode report: logged and counted, let through)"
     print(line)
     login = _login_rule_json(policy, decision, args.method, url)
@@ -278,7 +278,9 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    commands: Sequence[Callable[[argparse._SubParsersAction], None]] = COMMANDS,
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper",
         description="Enforce the office social-media policy on the gateway: social media is "
@@ -288,13 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS:
+    for add in commands:
         add(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `serve` alone skips the other commands' imports: the proxy listens sooner.
+    commands = [add_serve] if argv[:1] == ["serve"] else COMMANDS
+    args = build_parser(commands).parse_args(argv)
     handler: Handler = args.handler
     return handler(args)
 

@@ -4,6 +4,9 @@ Every way a file gets saved must work: written in place, written to a temp file 
 (most editors), deleted and re-created, a Kubernetes ConfigMap `..data` symlink swap. So the
 reloader watches the *directory* with watchdog, treats any event there as "maybe changed",
 debounces bursts, and compares the bytes of the files with the last attempt before loading.
+An event that says a save is complete (a config file closed after writing, or renamed into
+place) cuts the debounce short to a 10 ms quiet spell: that is the moment the new policy is
+wanted.
 A slow poll runs the same check as a safety net for missed events (network file systems,
 overflowing inotify queues).
 
@@ -14,6 +17,7 @@ with `path:line`, and the failure is counted.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +26,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from gatekeeper.config.loader import config_files, load_policy
+from gatekeeper.config.incremental import LoadCache
+from gatekeeper.config.loader import APPROVALS_FILE, SERVICES_FILE, config_files, load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
 from gatekeeper.logs import get_logger
@@ -52,6 +57,7 @@ class PolicyReloader:
         on_change: Callable[[Policy], None] = lambda policy: None,
         *,
         debounce: float = 0.15,
+        settle: float = 0.01,
         poll_interval: float = 2.0,
     ) -> None:
         self.config_dir = config_dir
@@ -59,10 +65,13 @@ class PolicyReloader:
         self.metrics = metrics
         self.on_change = on_change
         self.debounce = debounce
+        self.settle = settle
         self.poll_interval = poll_interval
         self._last_attempt: str | None = None
+        self._cache = LoadCache.shared(config_dir)  # a reload parses only what changed
         self._wake = threading.Event()
         self._force = False
+        self._settled = False  # a save is known to be complete: a short quiet spell will do
         self._stopping = False
         self._lock = threading.Lock()  # one load at a time (worker, SIGHUP, tests)
         self._observer: Observer | None = None
@@ -73,7 +82,7 @@ class PolicyReloader:
         with self._lock:
             self._last_attempt = self._fingerprint()
             try:
-                policy = load_policy(self.config_dir)
+                policy = load_policy(self.config_dir, cache=self._cache)
             except ConfigError:
                 self._failed()
                 raise
@@ -102,9 +111,11 @@ class PolicyReloader:
         if self._worker is not None:
             self._worker.join(timeout=5)
 
-    def trigger(self, force: bool = False) -> None:
-        """Ask for a check soon (`force`: load even if the bytes look unchanged, as SIGHUP)."""
+    def trigger(self, force: bool = False, *, settled: bool = False) -> None:
+        """Ask for a check soon (`force`: load even if the bytes look unchanged, as SIGHUP;
+        `settled`: the save is complete, check after a short quiet spell)."""
         self._force = self._force or force
+        self._settled = self._settled or settled
         self._wake.set()
 
     def check(self, force: bool = False) -> bool | None:
@@ -115,7 +126,7 @@ class PolicyReloader:
                 return None
             self._last_attempt = fingerprint
             try:
-                policy = load_policy(self.config_dir)
+                policy = load_policy(self.config_dir, cache=self._cache)
             except ConfigError as e:
                 self._failed()
                 log.error(
@@ -151,13 +162,15 @@ class PolicyReloader:
             if self._stopping:
                 return
             if woken:
-                # Debounce: wait until the burst of events is over (bounded wait).
+                # Debounce: wait until the burst of events is over (bounded wait); once a
+                # save is known complete, a short quiet spell is enough.
                 deadline = time.monotonic() + 5 * self.debounce
-                while time.monotonic() < deadline:
+                while time.monotonic() < deadline and not self._stopping:
                     self._wake.clear()
-                    if not self._wake.wait(self.debounce):
+                    if not self._wake.wait(self.settle if self._settled else self.debounce):
                         break
             force, self._force = self._force, False
+            self._settled = False
             self._wake.clear()
             self.check(force=force)
 
@@ -175,14 +188,20 @@ class PolicyReloader:
 
 # Our own reads of the files raise these; reacting to them would wake the reloader forever.
 _READS = frozenset({"opened", "closed_no_write"})
+# A config file (or Kubernetes' `..data` link) closed after writing or renamed into place.
+_COMPLETE = frozenset({"closed", "moved"})
+_CONFIG_NAMES = frozenset({SERVICES_FILE, APPROVALS_FILE, "..data"})
 
 
 class _AnyEvent(FileSystemEventHandler):
     """Any change in the directory may be a save; the byte comparison filters the noise."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, wake: Callable[..., None]) -> None:
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in _READS:
-            self._wake()
+        if event.event_type in _READS:
+            return
+        path = event.dest_path if event.event_type == "moved" else event.src_path
+        name = os.path.basename(os.fsdecode(path))
+        self._wake(settled=event.event_type in _COMPLETE and name in _CONFIG_NAMES)

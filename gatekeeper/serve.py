@@ -19,8 +19,10 @@ from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
 from gatekeeper.addons import all_addons
+from gatekeeper.addons.dispatch import Addons
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
+from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.logs import get_logger
@@ -47,8 +49,8 @@ class ServeSettings:
 
 def serve(settings: ServeSettings) -> int:
     """Run until a stop signal; returns the process exit status."""
-    try:
-        load_policy(settings.config_dir)
+    try:  # the shared cache lets the reloader's first load reuse this one's work
+        load_policy(settings.config_dir, cache=LoadCache.shared(settings.config_dir))
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
@@ -69,7 +71,7 @@ async def _run(settings: ServeSettings) -> int:
     master = DumpMaster(options, with_termlog=False, with_dumper=False)
     runtime = Runtime()
     addons = all_addons(runtime)
-    master.addons.add(*addons)
+    master.addons.add(Addons(addons))  # one chain entry: mitmproxy dispatches each event once
     lifecycle = next(a for a in addons if isinstance(a, Lifecycle))
     options.update(
         listen_host=settings.listen_host,

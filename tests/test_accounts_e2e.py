@@ -23,6 +23,8 @@ from support import configs
 from support.fakesite import FakeSite, RecordedRequest
 from support.proxy import GatekeeperProcess, ProxyProcess, can_unshare
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 LIMIT = 4096  # gatekeeper_max_login_body in these tests
 LOGIN = "/checkpoint/lg/login-submit"

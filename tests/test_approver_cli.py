@@ -404,6 +404,7 @@ def fetch_until(session, url: str, status: int, deadline_s: float) -> float:
         time.sleep(0.05)
 
 
+@pytest.mark.e2e
 def test_running_proxy_picks_up_grant_and_revoke_live(gk, fake_sites, config_dir: Path) -> None:
     proxy = gk(args=["--set", "proxyauth=any"])
     cli = Approver(config_dir, proxy.state_dir)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support.tls import pem_sha256
 
 GATEKEEPER = Path(sys.executable).parent / "gatekeeper"
@@ -22,6 +23,7 @@ def run_ca(state_dir: Path) -> tuple[str, str]:
     return match[1], match[3]
 
 
+@pytest.mark.e2e
 def test_ca_is_created_once_private_and_used_by_the_proxy(gk, tmp_path: Path, config_dir: Path):
     state = tmp_path / "state-1"  # the state directory the gk fixture gives its first proxy
     path, fingerprint = run_ca(state)

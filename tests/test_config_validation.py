@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import load_policy
-from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError
 
 SERVICES = """\
 services:
@@ -253,3 +254,126 @@ def test_unfilled_placeholders_are_listed_and_header_left_out(tmp_path: Path) ->
     policy = load_policy(tmp_path)
     assert ("Restrict-Access-To-Tenants", "clinic.example") in policy.services["linkedin"].headers
     assert policy.unfilled == ()
+
+
+def _employees_with_addresses(addresses: list[str]) -> str:
+    """approvals.yaml with one employee per address, in order (e0, e1, ...)."""
+    lines = ["approver: it.lead@clinic.example", "company_domains: [clinic.example]",
+             "employees:"]
+    for i, address in enumerate(addresses):
+        lines += [f"  e{i}:", f"    email: e{i}@clinic.example", f"    addresses: [{address}]"]
+    return "\n".join(lines) + "\n"
+
+
+def test_every_overlap_is_reported_in_order_at_the_later_employee(tmp_path: Path) -> None:
+    """The sweep finds what comparing every pair found: each overlapping pair once, at the
+    later employee's line, earlier owner named, in file order (nested, equal, v6)."""
+    addresses = ["10.0.0.0/16", "10.1.0.1", "10.0.5.0/24", "10.0.5.7", "10.1.0.1",
+                 "fd00::/64", "fd00::1", "10.0.0.0/8"]
+    found = problems(tmp_path, approvals=_employees_with_addresses(addresses))
+    assert found == [
+        "approvals.yaml:11: employee 'e2': address 10.0.5.0/24 overlaps 10.0.0.0/16 of "
+        "employee 'e0'",
+        "approvals.yaml:14: employee 'e3': address 10.0.5.7/32 overlaps 10.0.0.0/16 of "
+        "employee 'e0'",
+        "approvals.yaml:14: employee 'e3': address 10.0.5.7/32 overlaps 10.0.5.0/24 of "
+        "employee 'e2'",
+        "approvals.yaml:17: employee 'e4': address 10.1.0.1/32 overlaps 10.1.0.1/32 of "
+        "employee 'e1'",
+        "approvals.yaml:23: employee 'e6': address fd00::1/128 overlaps fd00::/64 of "
+        "employee 'e5'",
+        *(f"approvals.yaml:26: employee 'e7': address 10.0.0.0/8 overlaps {net} of "
+          f"employee 'e{i}'" for i, net in enumerate(
+              ["10.0.0.0/16", "10.1.0.1/32", "10.0.5.0/24", "10.0.5.7/32", "10.1.0.1/32"])),
+    ]
+
+
+def test_ten_thousand_device_addresses_load_and_resolve(tmp_path: Path) -> None:
+    """A clinic group's single file: 10,000 devices (once minutes of pairwise checks)."""
+    addresses = [f"10.{i >> 8}.{i & 255}.1" if i % 100 else f"10.200.{i // 100}.0/28"
+                 for i in range(10_000)]
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text(_employees_with_addresses(addresses))
+    policy = load_policy(tmp_path)
+    assert policy.identify(None, "10.39.15.1") == "e9999"
+    assert policy.identify(None, "10.200.37.14") == "e3700"  # inside e3700's /28
+    assert policy.identify(None, "::ffff:10.0.1.1") == "e1"
+    assert policy.identify(None, "10.200.37.16") is None  # just past the /28
+
+
+def test_fifty_thousand_grants_fit_under_the_size_cap(tmp_path: Path) -> None:
+    """The cap stays a cap, with room for 10,000 employees x 5 grants."""
+    grants = "".join(
+        GRANT.format(employee=f"e{i:05d}", service=s, approved_by="it.lead@clinic.example",
+                     approved_on="2026-01-15")
+        for i in range(10_000) for s in ("facebook", "linkedin", "x", "youtube", "tiktok")
+    )
+    assert 2 * len(grants.encode()) < MAX_FILE_BYTES
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text("#" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(ConfigError) as e:
+        load_policy(tmp_path)
+    assert f"file larger than {MAX_FILE_BYTES} bytes" in str(e.value)
+
+
+def _policy_fields(policy) -> tuple:
+    """Everything a policy enforces, comparable (indexes compared by their contents)."""
+    return (policy.approver, policy.company_domains, policy.mode, dict(policy.services),
+            list(policy.employees.items()), list(policy.grants.items()),
+            dict(policy.addresses.exact),
+            [(v, length, dict(t)) for v, length, t in policy.addresses.networks],
+            dict(policy.accounts), policy.sha256, sorted(policy.domains.domains()))
+
+
+CACHE_EDITS = {
+    # taken from the remembered entries: only the changed entry is parsed
+    "grant appended": (grant(), True),
+    "grant changed": (APPROVALS.replace("2026-11-20", "2026-11-21"), True),
+    "employee added in the middle": (
+        APPROVALS.replace("  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
+    "grant for a new employee": (grant(employee="carol").replace(
+        "  bob:", "  carol:\n    email: carol@clinic.example\n  bob:"), True),
+    "an employee's e-mail changed (her grant's default account)": (
+        APPROVALS.replace("email: alice@clinic.example", "email: alice.b@clinic.example"), True),
+    "comment with quotes in an entry": (APPROVALS.replace(
+        "approved_on: 2026-11-20", "approved_on: 2026-11-20  # Alice's \"page\""), True),
+    # the same outcome as a full load, errors included, whichever way it is reached
+    "grant of an unknown employee": (grant(employee="mallory"), False),
+    "duplicate grant": (grant(employee="alice", service="linkedin"), False),
+    "overlapping address": (APPROVALS.replace(
+        "  bob:\n    email: bob@clinic.example",
+        "  bob:\n    email: bob@clinic.example\n    addresses: [10.0.0.0/24]"), False),
+    "account of another employee": (grant() + "    accounts: [alice@clinic.example]\n", False),
+    "quoted value": (APPROVALS.replace("service: linkedin", 'service: "linkedin"'), False),
+    "approver changed": (APPROVALS.replace("approver: it.lead@", "approver: it.boss@")
+                         .replace("approved_by: it.lead@", "approved_by: it.boss@"), False),
+    "flow list of grants": (APPROVALS.split("grants:")[0] + "grants: []\n", False),
+}
+
+
+@pytest.mark.parametrize(("approvals", "reused"), CACHE_EDITS.values(), ids=CACHE_EDITS.keys())
+def test_reload_cache_gives_what_a_full_load_gives(
+    tmp_path: Path, approvals: str, reused: bool
+) -> None:
+    """The reloader's cache reuses unchanged entries, and the outcome (policy or every
+    problem with its line) is exactly a full load's."""
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    cache = LoadCache()
+    load_policy(tmp_path, cache=cache)
+    (tmp_path / "approvals.yaml").write_text(approvals)
+    texts = {name: (tmp_path / name).read_text() for name in ("services.yaml", "approvals.yaml")}
+    assert (cache.reuse(tmp_path, texts, "sha") is not None) is reused
+    cache = LoadCache()
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    load_policy(tmp_path, cache=cache)
+    (tmp_path / "approvals.yaml").write_text(approvals)
+    try:
+        full = _policy_fields(load_policy(tmp_path))
+    except ConfigError as e:
+        full = str(e)
+    try:
+        cached = _policy_fields(load_policy(tmp_path, cache=cache))
+    except ConfigError as e:
+        cached = str(e)
+    assert cached == full

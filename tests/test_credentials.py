@@ -190,7 +190,7 @@ REDDIT = SessionTokens(headers=("authorization",), hosts=frozenset({"oauth.reddi
 
 @pytest.mark.parametrize(("value", "token"), [
     ("Bearer IGT:2:abc", "IGT:2:abc"), ("bearer abc", "abc"), ("OAuth EAAB", "EAAB"),
-    ("IGT:2:abc", "IGT:2:abc"), ("  ", None), ("Bearer ", None),
+    ("IGT:2:abc", "IGT:2:abc"), ("  ", None), ("Bearer ", None), ("Basic dTpw", None),
 ])
 def test_session_token(value: str, token: str | None) -> None:
     assert session_token(value) == token

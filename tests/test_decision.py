@@ -10,7 +10,7 @@ import pytest
 from gatekeeper.config.loader import load_policy
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import DomainIndex, normalize_host
-from gatekeeper.core.model import Reason, Verdict
+from gatekeeper.core.model import Decision, Mode, Reason, Verdict
 
 TODAY = dt.date(2026, 11, 28)
 
@@ -174,3 +174,14 @@ def test_every_named_service_must_allow(policy) -> None:
         decision = decide(policy, "alice", hosts, TODAY)
         assert (decision.verdict, decision.reason, decision.service) == (
             Verdict.BLOCK, Reason.NOT_APPROVED, "linkedin")
+
+
+@pytest.mark.parametrize(("verdict", "reason", "mode", "enforced"), [
+    (Verdict.BLOCK, Reason.NOT_APPROVED, Mode.ENFORCE, True),
+    (Verdict.BLOCK, Reason.NOT_APPROVED, Mode.REPORT, False),  # reported, let through
+    (Verdict.BLOCK, Reason.INTERNAL_ERROR, Mode.REPORT, True),  # fails closed in every mode
+    (Verdict.ALLOW, Reason.APPROVED, Mode.REPORT, True),
+    (Verdict.PASS, Reason.NOT_GOVERNED, Mode.REPORT, True),
+])
+def test_report_or_enforce_is_the_decisions_own_answer(verdict, reason, mode, enforced) -> None:
+    assert Decision(verdict, reason, "facebook", "alice").enforced(mode) is enforced

@@ -37,7 +37,10 @@ REGULAR = ["--mode", "regular"]  # gateway.yaml says explicit: no transparent li
 PASSWORDS = {"dave": "dave-pw-1", "erin": "erin:pw-2", "frank": "frank-pw-3",
              "mallory": "mallory-pw-4", "gina": "gina-pw-5"}
 
-pytestmark = pytest.mark.skipif(not available(), reason="needs Debian slapd and ldap-utils")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not available(), reason="needs Debian slapd and ldap-utils"),
+]
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from support.tls import shared_ca
 from gatekeeper.gateway import load_gateway, render_ruleset
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.netns,
     pytest.mark.skipif(netns.unavailable_reason() is not None,
                        reason=netns.unavailable_reason() or ""),

@@ -85,3 +85,15 @@ def test_only_the_user_part_of_the_header_is_kept() -> None:
     assert user_of(header(b"ev\nil:s3cret")) == "ev?il"  # no forged log lines
     assert user_of(header(b"x" * 500 + b":pw")) == "x" * 64
     assert user_of("Bearer abc") is None
+
+
+def test_the_delay_before_a_check_is_the_current_one_and_records_nothing() -> None:
+    throttle = LoginThrottle(SETTINGS)
+    assert throttle.delay("10.0.0.9", now=0) == 0
+    for i in range(4):
+        throttle.failed("10.0.0.9", "alice", now=i)
+    assert throttle.delay("10.0.0.9", now=5) == 1
+    assert throttle.delay("10.0.0.9", now=5) == 1  # asking again changes nothing
+    assert throttle.failures("10.0.0.9") == 4
+    assert throttle.delay("10.0.0.9", now=200) == 0  # past the window
+    assert throttle.delay("10.0.0.8", now=5) == 0

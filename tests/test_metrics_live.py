@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 from support import configs
@@ -19,6 +20,8 @@ from test_prometheus_rules import METRICS_DOC, documented_metrics, metric_names_
 
 from gatekeeper.metrics import AdminServer, Metrics
 from gatekeeper.state import StateDB
+
+pytestmark = pytest.mark.e2e  # starts a real proxy process
 
 AUTH_ANY = ["--set", "proxyauth=any"]
 TIMEOUT = 10

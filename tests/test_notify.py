@@ -211,6 +211,7 @@ def test_notify_defaults(tmp_path):
     assert policy.notify["webhook"]["timeout_seconds"] == 10.0
 
 
+@pytest.mark.e2e
 def test_a_request_from_the_block_page_reaches_the_webhook(gk, fake_sites, tmp_path):
     with Receiver() as receiver:
         approvals = configs.approvals_doc()

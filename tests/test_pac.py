@@ -119,6 +119,7 @@ def fetch(url: str) -> tuple[int, str, str]:
         return e.code, e.headers["Content-Type"], e.read().decode()
 
 
+@pytest.mark.e2e
 def test_served_on_the_metrics_listener_from_the_live_catalog(gk, config_dir: Path):
     proxy = gk(config_dir, hosts={})
     for path in pac.PATHS:
@@ -135,6 +136,7 @@ def test_served_on_the_metrics_listener_from_the_live_catalog(gk, config_dir: Pa
     )
 
 
+@pytest.mark.e2e
 def test_gateway_yaml_sets_the_listeners_and_the_pac_gets_its_own(gk, config_dir: Path):
     transparent_port, pac_port = free_port(), free_port()
     write_gateway(config_dir, extra=f"  transparent_port: {transparent_port}\n"
@@ -150,6 +152,7 @@ def test_gateway_yaml_sets_the_listeners_and_the_pac_gets_its_own(gk, config_dir
     assert fetch(f"{proxy.metrics_url}/proxy.pac")[2] == body
 
 
+@pytest.mark.e2e
 def test_serve_refuses_an_invalid_gateway_yaml(gk, config_dir: Path):
     (config_dir / "gateway.yaml").write_text("mode: explicit\nlan: {}\n")
     proxy = gk(config_dir, hosts={}, wait=False)

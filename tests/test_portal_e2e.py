@@ -9,10 +9,13 @@ import html
 import re
 import time
 
+import pytest
 import requests
 from support import configs
 
 from gatekeeper.state import StateDB
+
+pytestmark = pytest.mark.e2e  # starts a real proxy process
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 AUTH_ANY = ["--set", "proxyauth=any"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gatekeeper.addons.portal import safe_return_to
+from gatekeeper.addons.forms import safe_return_to
 from gatekeeper.csrf import CsrfTokens
 
 NOW = 1_800_000_000.0

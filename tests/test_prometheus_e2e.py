@@ -25,6 +25,7 @@ TIMEOUT = 10
 WAIT = 30.0  # Prometheus scrapes and evaluates every second; this is generous
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.prometheus,
     pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not on PATH (Debian `prometheus`)"),
 ]

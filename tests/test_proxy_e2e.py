@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 import ssl
+import time
 import urllib.request
 
 import pytest
@@ -19,6 +20,8 @@ from support.rawhttp import peak_rss_mib
 from support.tls import cert_sha256, shared_ca
 
 from gatekeeper.core.model import REASON_TEXT, Reason
+
+pytestmark = pytest.mark.e2e  # starts a real proxy process
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 AUTH_ANY = ["--set", "proxyauth=any"]
@@ -140,6 +143,22 @@ def test_real_htpasswd_identifies_employee_and_rejects_a_wrong_password(gk, fake
     assert plain.status_code == 407
     assert len(linkedin.requests) == 1
     assert password not in proxy.stdout + proxy.stderr
+
+
+def test_a_changed_htpasswd_file_applies_without_a_restart(gk, fake_sites, tmp_path):
+    users = configs.write_htpasswd(tmp_path / "users.htpasswd", {"alice": "first pw 1"})
+    proxy = gk(args=["--set", f"proxyauth=@{users}"])
+    url = fake_sites.linkedin.url("/", scheme="http")
+    assert proxy.session("alice", "first pw 1").get(url, timeout=TIMEOUT).status_code == 200
+
+    configs.write_htpasswd(users, {"alice": "second pw 2"})  # alice changed her password
+    deadline = time.monotonic() + 15
+    while proxy.session("alice", "second pw 2").get(url, timeout=TIMEOUT).status_code != 200:
+        assert time.monotonic() < deadline, "the new password never worked"
+        time.sleep(0.2)
+    # the old one no longer works, though it was remembered as a recent success
+    assert proxy.session("alice", "first pw 1").get(url, timeout=TIMEOUT).status_code == 407
+    assert proxy.wait_for_log(lambda e: e.get("event") == "htpasswd_reloaded")["users"] == 1
 
 
 # --- interception: only governed hosts ---------------------------------------------------------

@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import pytest
+
 from gatekeeper.addons.recorder import Recorder
 from gatekeeper.state import StateDB
 
@@ -62,6 +64,7 @@ def test_the_thread_flushes_on_its_own(tmp_path):
             recorder.done()
 
 
+@pytest.mark.e2e
 def test_the_proxy_records_blocks_and_grant_use_for_the_review(gk, fake_sites):
     proxy = gk(args=["--set", "proxyauth=any"])
     bob, alice = proxy.session("bob", "pw"), proxy.session("alice", "pw")

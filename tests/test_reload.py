@@ -177,6 +177,23 @@ def test_deleted_file_keeps_last_good_policy(watched: Watched) -> None:
     assert eventually(lambda: watched.reloads("success") == 2, ENFORCED_WITHIN)
 
 
+@pytest.mark.parametrize("save", [save_in_place, save_rename])
+def test_completed_save_skips_the_debounce(tmp_path: Path, save) -> None:
+    """A config file closed after writing, or renamed into place, is loaded after a short
+    quiet spell: with a one-minute debounce the change still lands within the contract."""
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    w = Watched(tmp_path)
+    w.reloader.debounce = 60.0
+    w.reloader.load_initial()
+    w.reloader.start()
+    try:
+        save(tmp_path / "approvals.yaml", APPROVALS_MORE)
+        assert w.wait_granted(AFTER)
+    finally:
+        w.reloader.stop()
+
+
 def test_burst_of_writes_is_debounced(watched: Watched) -> None:
     path = watched.config_dir / "approvals.yaml"
     for _ in range(20):

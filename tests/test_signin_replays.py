@@ -26,6 +26,8 @@ from support.proxy import ProxyProcess
 from support.waiting import wait_until
 from test_accounts_e2e import Secrets
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 COMPANY = "alice@clinic.example"
 PERSONAL = "alice.private@gmail.com"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from gatekeeper.addons.accounts import Accounts
 from gatekeeper.addons.destinations import GatewayDestinations
-from gatekeeper.addons.directory import DirectoryEmployees, DirectorySignIn
-from gatekeeper.addons.enforce import Conclude, Enforcer
+from gatekeeper.addons.directory import DirectoryEmployees
+from gatekeeper.addons.enforce import AllowedCounter, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
 from gatekeeper.addons.portal import Portal
 from gatekeeper.addons.proxy_login_guard import ProxyLoginGuard
 from gatekeeper.addons.runtime import Runtime
+from gatekeeper.addons.sign_in import ProxySignIn
 from gatekeeper.addons.terms import Terms
 from gatekeeper.addons.transparent import TransparentIdentity
 from gatekeeper.addons.unnamed import UnnamedConnections
@@ -20,19 +21,20 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
     """The addons in hook order: lifecycle first, then the request path."""
     runtime = runtime or Runtime()
     terms = Terms(runtime)
+    guard = ProxyLoginGuard(runtime)
     return [
         DirectoryEmployees(runtime),  # before Lifecycle: its reloader installs through it
         Lifecycle(runtime),
         UnnamedConnections(runtime),  # TLS and raw tunnels to an IP address (no HTTP flow)
-        DirectorySignIn(runtime),  # proxy sign-in first on the request path, as proxyauth
+        ProxySignIn(runtime, guard),  # proxy sign-in first on the request path, as proxyauth
         TransparentIdentity(),  # before any decision: withdraws proxyauth's transparent 401
-        ProxyLoginGuard(runtime),  # right after proxyauth: counts and slows wrong passwords
+        guard,  # right after sign-in: counts and slows wrong passwords
         Portal(runtime, terms.endpoints()),  # answers its own form posts before any decision
         GatewayDestinations(runtime),  # refuses the gateway itself before any upstream
         Enforcer(runtime),
         terms,
         Accounts(runtime),
-        Conclude(runtime),  # after every check that may still refuse an allowed flow
+        AllowedCounter(runtime),  # after every check that may still refuse an allowed flow
         PacListener(runtime),
         runtime.recorder,  # last: its `done` writes what the others recorded
     ]

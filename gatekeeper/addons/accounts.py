@@ -11,8 +11,9 @@
 - `response`: session cookies and tokens the service hands out while a company login is in
   progress are bound to (employee, service), as keyed hashes in the state database.
 
-Every block goes through the shared `enforce()`, so report mode, metrics and the `decision`
-log stay the same as for the access decision.
+Every block goes through the shared `decisions.enforce()`, so report mode, metrics and the
+`decision` log stay the same as for the access decision. Every hook reads the flow's context
+(gatekeeper.addons.context): the policy its decision read, never a reloaded one.
 """
 
 from __future__ import annotations
@@ -24,15 +25,9 @@ from pathlib import Path
 
 from mitmproxy import ctx, http
 
-from gatekeeper.addons.enforce import enforce
-from gatekeeper.addons.runtime import (
-    DECISION_KEY,
-    Runtime,
-    fail_closed,
-    flow_hosts,
-    leave_unread,
-    log,
-)
+from gatekeeper.addons.context import FlowContext, decided
+from gatekeeper.addons.decisions import enforce, fail_closed
+from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core import credentials
 from gatekeeper.core.accounts import mask_identifier
@@ -55,7 +50,7 @@ from gatekeeper.core.logins import (
     session_reason,
     step_rule,
 )
-from gatekeeper.core.model import Decision, Policy, Reason, Service, Verdict
+from gatekeeper.core.model import Decision, Reason, Service, Verdict
 from gatekeeper.state import SessionCache, load_secret
 from gatekeeper.state_worker import StateOperationError, StateWorker
 
@@ -65,8 +60,6 @@ DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # unchecked sign-in is not covered.
 LOGIN_WINDOW_SECONDS = 600.0
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
-TARGET_KEY = "gatekeeper.target"
-UNREAD_KEY = "gatekeeper.body_unread"  # a login decided on its headers: the body is not read
 # Headers that, given twice, servers resolve differently (first, last, or joined).
 SINGLE_HEADERS = ("content-type", "content-encoding")
 
@@ -107,57 +100,58 @@ class Accounts:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        governed = _governed(self.runtime, flow)
+        governed = _governed(flow)
         if governed is None:
             return
-        policy, decision, service = governed
+        context, service = governed
+        decision = context.decision
         for name, value in service.headers:  # replaces the client's copies, whatever case
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
-        if self._session_refused(flow, policy, decision, service):
+        if self._session_refused(flow, context, service):
             return
-        target = _target(flow)
+        target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
         if prohibited is not None:
-            self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
+            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
         if needs_body(service, target) or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if login_rule(service, target) is None:
-            self._guard_headers(flow, policy, decision, service, target)
+            self._guard_headers(flow, context, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
         if detail is not None:
-            flow.metadata[UNREAD_KEY] = True
-            self._login_checked(flow, policy, decision,
-                                LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
+            context.body_unread = True
+            self._login_checked(flow, context, LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
             leave_unread(flow)
 
     @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
-        governed = _governed(self.runtime, flow)
+        governed = _governed(flow)
         if governed is None:
             return
-        policy, decision, service = governed
-        if decision.verdict is not Verdict.ALLOW or UNREAD_KEY in flow.metadata:
+        context, service = governed
+        policy, decision = context.policy, context.decision
+        if decision.verdict is not Verdict.ALLOW or context.body_unread:
             return
-        target = _target(flow)
+        target = _target(flow, context)
         guarded = _guard_reads(service, target, flow.request)
         form = self._form(flow) if needs_body(service, target) or guarded else None
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
-                flow, policy, decision, credentials.guard_form(service, content_type, form)):
+                flow, context, credentials.guard_form(service, content_type, form)):
             return
         rule = step_rule(service, target, form)
         if rule is not None:
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
-            if not self._login_checked(flow, policy, decision, check):
+            if not self._login_checked(flow, context, check):
                 return
         prohibited = match_action(service.prohibited, target, form)
         if prohibited is not None:
-            self._block(flow, policy, decision, Reason.PROHIBITED_ACTION, prohibited.action)
+            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
         audited = match_action(service.audited, target, form)
         if audited is not None:
@@ -165,10 +159,11 @@ class Accounts:
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        governed = _governed(self.runtime, flow, answered=True)
+        governed = _governed(flow, answered=True)
         if governed is None or flow.response is None:
             return
-        _, decision, service = governed
+        context, service = governed
+        decision = context.decision
         employee = decision.employee
         if decision.verdict is not Verdict.ALLOW or employee is None \
                 or not (service.session_cookie or service.session_tokens):
@@ -200,20 +195,19 @@ class Accounts:
     def max_body(self) -> int:
         return ctx.options.gatekeeper_max_login_body
 
-    def _session_refused(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service
-    ) -> bool:
+    def _session_refused(self, flow: http.HTTPFlow, context: FlowContext,
+                         service: Service) -> bool:
         """A session cookie bound to someone else, or never bound, is refused; a refused
         unbound cookie is also expired, so that the next attempt starts signed out."""
         values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
             if service.session_cookie else []
-        tokens = request_tokens(service.session_tokens, _target(flow),
-                                flow.request.headers.items(multi=True)) \
-            if service.session_tokens is not None else []
-        values += tokens
+        if service.session_tokens is not None:
+            values += request_tokens(service.session_tokens, _target(flow, context),
+                                     flow.request.headers.items(multi=True))
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
+        decision = context.decision
         owners = [sessions.owner(service.id, value) for value in values]
         reason = session_reason(owners, decision.employee)
         if reason is None:
@@ -221,17 +215,15 @@ class Accounts:
         if reason is Reason.ACCOUNT_MISMATCH:
             log.warning("session_mismatch", employee=decision.employee, service=service.id,
                         account_owner=next(o for o in owners if o and o != decision.employee))
-        self._block(flow, policy, decision, reason)
+        self._block(flow, context, reason)
         if reason is Reason.UNVERIFIED_SESSION and flow.response is not None \
                 and service.session_cookie:  # enforced: the client drops the cookie
             for header in _expiring_cookies(flow, service, service.session_cookie):
                 flow.response.headers.add("Set-Cookie", header)
         return True
 
-    def _guard_headers(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, service: Service,
-        target: Target,
-    ) -> None:
+    def _guard_headers(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
+                       target: Target) -> None:
         """The credential guard on the headers, where no login rule applies: a credential in
         a header, or a form-like body that cannot be read whole, is refused now."""
         request = flow.request
@@ -241,13 +233,12 @@ class Accounts:
             detail = _unreadable_login(request, self.max_body)
             check = detail and LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
         if check:
-            flow.metadata[UNREAD_KEY] = True
-            self._guard_refused(flow, policy, decision, check)
+            context.body_unread = True
+            self._guard_refused(flow, context, check)
             leave_unread(flow)
 
-    def _guard_refused(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, check: LoginCheck | None
-    ) -> bool:
+    def _guard_refused(self, flow: http.HTTPFlow, context: FlowContext,
+                       check: LoginCheck | None) -> bool:
         """Act on the credential guard's check; True when the request was refused. A sign-in
         the catalog does not know is logged with its host and path only, so that IT can
         add a rule."""
@@ -255,10 +246,10 @@ class Accounts:
             return False
         if check.result is LoginResult.UNRECOGNIZED:
             request = flow.request
-            log.warning("unrecognized_sign_in", service=decision.service,
+            log.warning("unrecognized_sign_in", service=context.decision.service,
                         host=normalize_host(request.pretty_host),
                         path=request.path.partition("?")[0])
-        return not self._login_checked(flow, policy, decision, check)
+        return not self._login_checked(flow, context, check)
 
     def _issued_tokens(self, flow: http.HTTPFlow, service: Service) -> list[str]:
         """The session tokens a response hands out during a checked login: in its headers,
@@ -280,10 +271,10 @@ class Accounts:
             text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
         return issued_tokens(tokens, response.headers.items(multi=True), body, text)
 
-    def _login_checked(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, check: LoginCheck
-    ) -> bool:
+    def _login_checked(self, flow: http.HTTPFlow, context: FlowContext,
+                       check: LoginCheck) -> bool:
         """Count and act on a login check; True when the login may go on."""
+        decision = context.decision
         employee, service = decision.employee, decision.service or ""
         self.runtime.metrics.logins.labels(service, check.result.value).inc()
         key = (employee or "", service)
@@ -298,7 +289,7 @@ class Accounts:
             identifier=mask_identifier(check.identifier) if check.identifier else None,
             account_owner=check.owner, detail=check.detail,
         )
-        self._block(flow, policy, decision, check.reason)
+        self._block(flow, context, check.reason)
         return False
 
     def _login_in_progress(self, employee: str, service: str) -> bool:
@@ -310,13 +301,12 @@ class Accounts:
         del self.logins_in_progress[(employee, service)]
         return False
 
-    def _block(
-        self, flow: http.HTTPFlow, policy: Policy, decision: Decision, reason: Reason,
-        action: str | None = None,
-    ) -> bool:
+    def _block(self, flow: http.HTTPFlow, context: FlowContext, reason: Reason,
+               action: str | None = None) -> bool:
         """Refuse the flow through the shared path; False in report mode (let through)."""
+        decision = context.decision
         blocked = Decision(Verdict.BLOCK, reason, decision.service, decision.employee, action)
-        enforce(self.runtime, flow, policy, blocked)
+        enforce(self.runtime, flow, context, blocked)
         return flow.response is not None
 
     def _audit(self, employee: str | None, service: str, action: str) -> None:
@@ -359,30 +349,29 @@ class Accounts:
 
 
 def _governed(
-    runtime: Runtime, flow: http.HTTPFlow, *, answered: bool = False
-) -> tuple[Policy, Decision, Service] | None:
-    """The policy, decision and service of a governed flow that is still going upstream
-    (`answered`: or came back from it)."""
-    decision = flow.metadata.get(DECISION_KEY)
-    policy = runtime.policy
-    if not isinstance(decision, Decision) or decision.verdict is Verdict.PASS or policy is None:
+    flow: http.HTTPFlow, *, answered: bool = False
+) -> tuple[FlowContext, Service] | None:
+    """The context and service of a governed flow that is still going upstream (`answered`:
+    or came back from it); the policy is the one its decision read."""
+    context = decided(flow)
+    if context is None or context.decision.verdict is Verdict.PASS:
         return None
     if flow.response is not None and not answered:
         return None
-    service = policy.services.get(decision.service or "")
+    service = context.policy.services.get(context.decision.service or "")
     if service is None:
         return None
-    return policy, decision, service
+    return context, service
 
 
-def _target(flow: http.HTTPFlow) -> Target:
+def _target(flow: http.HTTPFlow, context: FlowContext) -> Target:
     """What the catalog rules look at; built once per flow (both request hooks need it)."""
-    target = flow.metadata.get(TARGET_KEY)
+    target = context.target
     if target is None:
         request = flow.request
         path, _, query = request.path.partition("?")
         hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
-        target = flow.metadata[TARGET_KEY] = make_target(request.method, hosts, path, query)
+        target = context.target = make_target(request.method, hosts, path, query)
     return target
 
 

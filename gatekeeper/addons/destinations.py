@@ -30,8 +30,9 @@ from typing import Any
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.proxy import server_hooks
 
-from gatekeeper.addons.portal import PORTAL_KEY
-from gatekeeper.addons.runtime import REASON_HEADER, Runtime, log
+from gatekeeper.addons.context import context_of
+from gatekeeper.addons.responses import REASON_HEADER
+from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.core.destinations import AllowedDestination, DestinationRules, Refusal
 from gatekeeper.core.hosts import IPAddress, ip_literal, normalize_host
 
@@ -88,7 +89,8 @@ class GatewayDestinations:
         self._refuse_literal(flow, "connect")
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if PORTAL_KEY not in flow.metadata:  # the portal answers it itself
+        context = context_of(flow)
+        if context is None or context.portal is None:  # the portal answers its own
             self._refuse_literal(flow, "request")
 
     def _refuse_literal(self, flow: http.HTTPFlow, via: str) -> None:

@@ -1,31 +1,21 @@
-"""Employees and proxy sign-in from the office directory (gateway.yaml `directory:`).
+"""Employees from the office directory (gateway.yaml `directory:`).
 
 `DirectoryEmployees` comes first in the addon chain: when the config directory is set it reads
 the `directory:` section, so that `Lifecycle`'s reloader installs the files' policy through
-the directory (`Runtime.file_policy`). `DirectorySignIn` comes right after `Lifecycle` and
-replaces mitmproxy's `proxyauth` for the directory: it checks `Proxy-Authorization` by a bind
-as the user (in a worker, with a deadline), and answers a failure exactly as `proxyauth` does
-(407 with `Proxy-Authenticate`), or 503 when the directory does not answer. On success
-`flow.metadata["proxyauth"]` is `(employee id, "")`: the password is kept nowhere.
+the directory (`Runtime.file_policy`). Proxy sign-in against the directory (a bind as the
+user) is `ProxySignIn`'s, with the directory's verifier (`gatekeeper.directory.live`).
 """
 
 from __future__ import annotations
 
-import binascii
-import weakref
-from collections.abc import MutableMapping
 from pathlib import Path
 
-from mitmproxy import connection, ctx, exceptions, http
-from mitmproxy.addons.proxyauth import is_http_proxy, make_auth_required_response
+from mitmproxy import ctx, exceptions
 
-from gatekeeper.addons.runtime import REASON_HEADER, Runtime, log
+from gatekeeper.addons.runtime import Runtime
 from gatekeeper.config.yamlsrc import ConfigError
-from gatekeeper.directory.live import LiveDirectory, SignInResult
+from gatekeeper.directory.live import LiveDirectory
 from gatekeeper.directory.store import directory_settings
-from gatekeeper.metrics import Reply
-
-UNAVAILABLE_REASON = "directory_unavailable"
 
 
 class DirectoryEmployees:
@@ -67,84 +57,3 @@ class DirectoryEmployees:
     def done(self) -> None:
         if self.runtime.directory is not None:
             self.runtime.directory.stop()
-
-
-class DirectorySignIn:
-    """Proxy sign-in against the directory, per request or once per CONNECT tunnel."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.authenticated: MutableMapping[connection.Client, tuple[str, str]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def running(self) -> None:
-        """/readyz waits for the first read of the directory and says how it went."""
-        lifecycle = ctx.master.addons.get("lifecycle")
-        admin = getattr(lifecycle, "admin", None)
-        directory = self.runtime.directory
-        if admin is None or directory is None or "/readyz" not in admin.routes:
-            return
-        probe = admin.routes["/readyz"]
-
-        def readyz() -> Reply:
-            reply = probe()
-            if not directory.attempted.is_set():
-                return Reply(503, reply.content_type, b"not ready: reading the directory\n")
-            line = f"{directory.status()}\n".encode()
-            return Reply(reply.status, reply.content_type, reply.body + line)
-
-        admin.routes["/readyz"] = readyz
-
-    async def http_connect(self, flow: http.HTTPFlow) -> None:
-        if self.runtime.directory is not None and await self._sign_in(flow):
-            self.authenticated[flow.client_conn] = flow.metadata["proxyauth"]
-
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        if self.runtime.directory is None or not is_http_proxy(flow):
-            return  # transparent listeners know people by their device's address
-        if flow.client_conn in self.authenticated:
-            flow.metadata["proxyauth"] = self.authenticated[flow.client_conn]
-        elif not flow.is_replay:
-            await self._sign_in(flow)
-
-    async def _sign_in(self, flow: http.HTTPFlow) -> bool:
-        directory = self.runtime.directory
-        assert directory is not None
-        credentials = _basic_credentials(flow.request.headers.get("Proxy-Authorization", ""))
-        if credentials is None:
-            flow.response = make_auth_required_response(True)
-            return False
-        try:
-            result, employee = await directory.sign_in(*credentials)
-        except Exception:  # fail closed: mitmproxy would let the flow through unchecked
-            log.exception("internal_error", hook="DirectorySignIn.sign_in")
-            result, employee = SignInResult.UNAVAILABLE, None
-        if employee is not None:
-            flow.metadata["proxyauth"] = (employee, "")
-            del flow.request.headers["Proxy-Authorization"]
-            return True
-        if result is SignInResult.UNAVAILABLE:
-            flow.response = http.Response.make(
-                503,
-                b"The office directory is not answering, so your sign-in cannot be checked. "
-                b"Try again in a minute; if it persists, tell IT.\n",
-                {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "30",
-                 REASON_HEADER: UNAVAILABLE_REASON, "Cache-Control": "no-store"},
-            )
-        else:
-            flow.response = make_auth_required_response(True)
-        return False
-
-
-def _basic_credentials(header: str) -> tuple[str, str] | None:
-    """(user, password) of a `Basic` header; a password may contain colons."""
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = binascii.a2b_base64(value.strip().encode()).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return None
-    user, colon, password = decoded.partition(":")
-    return (user, password) if colon and user else None

@@ -20,61 +20,32 @@ path on a non-governed host is not ours and passes untouched.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from mitmproxy import ctx, http
 
-from gatekeeper.addons.runtime import (
-    Runtime,
-    decide_flow,
-    fail_closed,
-    flow_hosts,
-    leave_unread,
-    log,
-    wants_html,
+from gatekeeper.addons import responses
+from gatekeeper.addons.context import context_of, open_context, require_context
+from gatekeeper.addons.decisions import fail_closed
+from gatekeeper.addons.forms import (
+    PORTAL_PREFIX,
+    REQUEST_ACCESS_PATH,
+    REQUEST_PURPOSE,
+    Handler,
+    PortalError,
+    check_csrf,
+    check_post,
+    posted_form,
+    safe_return_to,
 )
-from gatekeeper.bodies import (
-    BodyError,
-    BodyTooLargeError,
-    declared_length,
-    read_urlencoded_form,
-)
-from gatekeeper.core.decision import governing_services
-from gatekeeper.core.model import Decision, Policy, Reason, Verdict
+from gatekeeper.addons.runtime import Runtime, leave_unread, log
+from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
 from gatekeeper.notify import Notifier, messages
-from gatekeeper.pages import render
 from gatekeeper.state import AccessRequest, StateDB, confirm_written
 from gatekeeper.state_worker import StateOperationError
 
-PORTAL_KEY = "gatekeeper.portal"  # flow.metadata: the endpoint path that answers this flow
-OUTCOME_HEADER = "X-Gatekeeper-Portal"
-# Every path below it on a governed host is ours; in `path_key` form (lower case, no slash).
-PORTAL_PREFIX = "/.well-known/gatekeeper"
-REQUEST_ACCESS_PATH = f"{PORTAL_PREFIX}/request-access"
-REQUEST_PURPOSE = "request-access"
-REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})
-MAX_FORM_BYTES = 16 * 1024  # a justification is at most 500 characters
-MAX_RETURN_TO = 2048
 DEFAULT_REQUESTS_PER_HOUR = 5
-NOT_RECORDED = "not_recorded"  # the outcome when the state database could not record a form
-NOT_RECORDED_RETRY_SECONDS = 60
-# The proxy's pages load nothing, post only to their own origin and may not be framed (a
-# framed "I accept" button could be clicked on someone's behalf).
-CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
-
-Handler = Callable[[http.HTTPFlow], Awaitable[None]]
-
-
-class PortalError(Exception):
-    """A refused portal post: the status, a fixed outcome code and a sentence for the page."""
-
-    def __init__(self, status: int, outcome: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.outcome = outcome
-        self.message = message
 
 
 class Portal:
@@ -117,30 +88,29 @@ class Portal:
         key = path_key(path)
         if key != PORTAL_PREFIX and not key.startswith(PORTAL_PREFIX + "/"):
             return
-        policy = self.runtime.policy
-        if policy is None:
-            raise RuntimeError("no policy loaded")
-        if not governing_services(policy, flow_hosts(flow)):
+        context = open_context(self.runtime, flow)
+        if context.decision.verdict is Verdict.PASS:
             return  # the same path on another site is that site's business
-        flow.metadata[PORTAL_KEY] = key
+        context.portal = key
         flow.request.stream = False
         try:
             if key not in self.routes:
                 raise PortalError(404, "not_found", "There is no such page of the proxy.")
-            _check_post(flow.request)
+            check_post(flow.request)
         except PortalError as e:
-            flow.response = refusal(e)
+            flow.response = responses.refusal(e)
             leave_unread(flow)
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
-        path = flow.metadata.get(PORTAL_KEY)
+        context = context_of(flow)
+        path = context.portal if context is not None else None
         if path is None or flow.response is not None:
             return
         try:
             await self.routes[path](flow)
         except PortalError as e:
-            flow.response = refusal(e)
+            flow.response = responses.refusal(e)
         if flow.response is None:  # a claimed flow must never go upstream
             raise RuntimeError(f"portal endpoint {path} gave no answer")
 
@@ -148,7 +118,8 @@ class Portal:
 
     async def request_access(self, flow: http.HTTPFlow) -> None:
         runtime = self.runtime
-        policy, decision = decide_flow(runtime, flow)
+        context = require_context(flow)
+        policy, decision = context.policy, context.decision
         employee, service = decision.employee, decision.service
         if employee is None or service is None:
             raise PortalError(403, "unknown_employee", "We could not tell who you are, so you "
@@ -157,11 +128,9 @@ class Portal:
         form = posted_form(flow)
         return_to = safe_return_to(form.get("return_to", "")) or "/"
         if decision.verdict is Verdict.ALLOW:
-            flow.response = page(200, "already_allowed", "You already have access",
-                                 "Your access to this service is approved: nothing to request.",
-                                 return_to=return_to)
+            flow.response = responses.already_allowed(return_to)
             return
-        if decision.reason not in REQUESTABLE:
+        if decision.reason not in responses.REQUESTABLE:
             raise PortalError(403, "not_requestable", "Access cannot be requested here.")
         check_csrf(runtime, form.get("csrf", ""), REQUEST_PURPOSE, employee, service)
         limit = ctx.options.gatekeeper_requests_per_hour
@@ -188,15 +157,15 @@ class Portal:
         except StateOperationError as e:
             log.warning("access_request_not_recorded", employee=employee, service=service,
                         kind=e.kind)
-            flow.response = not_recorded(policy, "Your request could not be recorded",
-                                         f"Nothing was sent to {policy.approver}: please tell "
-                                         f"{policy.approver} directly that you need access to "
-                                         f"{policy.services[service].name}, or try again in a "
-                                         "few minutes.", return_to)
+            flow.response = responses.not_recorded(
+                policy, "Your request could not be recorded",
+                f"Nothing was sent to {policy.approver}: please tell {policy.approver} "
+                f"directly that you need access to {policy.services[service].name}, or try "
+                "again in a few minutes.", return_to)
             return
         if recorded is None:
             log.warning("access_request_rate_limited", employee=employee, service=service)
-            response = refusal(PortalError(
+            response = responses.refusal(PortalError(
                 429, "rate_limited", f"You have sent {limit} requests in the last hour. Please "
                 f"wait before sending another, or speak to {policy.approver}."))
             response.headers["Retry-After"] = "3600"
@@ -209,120 +178,5 @@ class Portal:
                 self.notifier.wake()
         log.info("access_requested", employee=employee, service=service,
                  request_id=request.id, created=created)
-        flow.response = _html(200, "request_recorded" if created else "request_updated", render(
-            "request_sent.html", service_name=policy.services[service].name,
-            approver=policy.approver, request_id=request.id, created=created,
-            justification=request.justification, return_to=return_to,
-        ))
-
-
-# --- shared by the endpoints and the block page ----------------------------------------------
-
-
-def request_form(
-    runtime: Runtime, flow: http.HTTPFlow, decision: Decision
-) -> dict[str, str] | None:
-    """The block page's "Request access" form, for a browser of a known employee whose access
-    is not (or no longer) approved; None when the page should not offer one."""
-    employee, service = decision.employee, decision.service
-    if (decision.reason not in REQUESTABLE or employee is None or service is None
-            or runtime.csrf is None or not wants_html(flow)):
-        return None
-    return {
-        "action": REQUEST_ACCESS_PATH,
-        "csrf": runtime.csrf.issue(REQUEST_PURPOSE, employee, service, time.time()),
-        "return_to": return_path(flow),
-    }
-
-
-def check_csrf(runtime: Runtime, token: str, purpose: str, employee: str, subject: str) -> None:
-    if runtime.csrf is None or not runtime.csrf.valid(token, purpose, employee, subject,
-                                                     time.time()):
-        log.warning("portal_csrf_refused", employee=employee, purpose=purpose)
-        raise PortalError(403, "csrf_invalid", "This form has expired or did not come from "
-                          "this page. Go back, reload the page and try again.")
-
-
-def not_recorded(policy: Policy, heading: str, message: str,
-                 return_to: str | None) -> http.Response:
-    """503 for a form whose answer the state database could not record (locked, read-only,
-    full, damaged): the page says so, with what to do instead; the proxy goes on."""
-    response = page(503, NOT_RECORDED, heading,
-                    f"The gateway cannot write to its database right now. {message}",
-                    return_to=return_to)
-    response.headers["Retry-After"] = str(NOT_RECORDED_RETRY_SECONDS)
-    return response
-
-
-def return_path(flow: http.HTTPFlow) -> str:
-    """Where to send the browser back to: the page it asked for (GET), else the site's root."""
-    path = flow.request.path
-    if flow.request.method == "GET" and safe_return_to(path):
-        return path
-    return "/"
-
-
-def safe_return_to(value: str) -> str | None:
-    """`value` if it is a path on this host (so a redirect to it cannot leave the site), else
-    None: no scheme, no `//host`, no backslash (browsers read `/\\host` as `//host`), no
-    control characters."""
-    if (not value.startswith("/") or value.startswith("//") or "\\" in value
-            or len(value) > MAX_RETURN_TO or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value)):
-        return None
-    return value
-
-
-def page(status: int, outcome: str, heading: str, message: str, *,
-         return_to: str | None = None) -> http.Response:
-    """A short page of the proxy's own: a heading, a sentence and maybe a way back."""
-    body = render("portal.html", heading=heading, message=message, outcome=outcome,
-                  return_to=return_to)
-    return _html(status, outcome, body)
-
-
-def refusal(error: PortalError) -> http.Response:
-    return page(error.status, error.outcome, "Request not accepted", error.message)
-
-
-def _html(status: int, outcome: str, body: bytes) -> http.Response:
-    headers = {
-        "Content-Type": "text/html; charset=utf-8",
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": CSP,
-        OUTCOME_HEADER: outcome,
-    }
-    return http.Response.make(status, body, headers)
-
-
-def posted_form(flow: http.HTTPFlow) -> dict[str, str]:
-    """The fields of a portal form post (its headers passed `_check_post`), read by the
-    bounded parser; 413 or 415 when it is not a small plain form."""
-    try:
-        return read_urlencoded_form(flow.request.raw_content or b"", MAX_FORM_BYTES)
-    except BodyTooLargeError as e:
-        raise PortalError(413, "body_too_large", "The form is too large.") from e
-    except BodyError as e:
-        raise PortalError(415, "invalid_form", "The form could not be read.") from e
-
-
-def _check_post(request: http.Request) -> None:
-    """Before the body is read: only a plain, small, announced form post is read at all."""
-    if request.method != "POST":
-        raise PortalError(405, "method_not_allowed", "This address only accepts a form post.")
-    headers = request.headers
-    length = declared_length(request.method, headers, request.http_version)
-    if length is None or length > MAX_FORM_BYTES:
-        raise PortalError(413, "body_too_large", "The form is too large.")
-    content_types = headers.get_all("content-type")
-    if (len(content_types) != 1 or not _plain_form(content_types[0])
-            or "content-encoding" in headers):  # browsers never encode a form
-        raise PortalError(415, "invalid_form", "The form could not be read.")
-
-
-def _plain_form(content_type: str) -> bool:
-    """`application/x-www-form-urlencoded`, with at most `charset=utf-8`: what a browser
-    sends for the proxy's pages."""
-    media, *params = (part.strip().lower() for part in content_type.split(";"))
-    return media == "application/x-www-form-urlencoded" and all(
-        param.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for param in params
-    )
+        flow.response = responses.request_sent(policy, service, request, created=created,
+                                               return_to=return_to)

@@ -1,13 +1,15 @@
 """Proxy sign-in failures: counted, logged, slowed down per client address; the realm named.
 
-mitmproxy's `proxyauth` checks the `Proxy-Authorization` header before any script addon and
-answers a failure with a 407 in `http_connect` (tunnels) or `requestheaders` (plain HTTP).
-This addon runs right after it. A 407 for a request that carried credentials is a wrong
-password: counted in `gatekeeper_proxy_auth_failures_total`, logged with the user name and the
-client address (the header is parsed here and only its user part kept, never the password) and,
-past a few failures, held back by `LoginThrottle` with `asyncio.sleep`, which pauses that one
-request only. A 407 without credentials is the ordinary first challenge of a browser: not a
-failure. Every 407 names the office's realm (`gatekeeper_proxy_realm`) instead of "mitmproxy".
+mitmproxy's `proxyauth` (or gatekeeper's `ProxySignIn`, for an htpasswd file or the directory)
+checks the `Proxy-Authorization` header and answers a failure with a 407 in `http_connect`
+(tunnels) or `requestheaders` (plain HTTP). This addon runs right after both. A 407 for a
+request that carried credentials is a wrong password: counted in
+`gatekeeper_proxy_auth_failures_total`, logged with the user name and the client address (the
+header is parsed here and only its user part kept, never the password) and, past a few
+failures, held back by `LoginThrottle` with `asyncio.sleep`, which pauses that one request
+only (`ProxySignIn` also waits that long before a new password check from such an address).
+A 407 without credentials is the ordinary first challenge of a browser: not a failure. Every
+407 names the office's realm (`gatekeeper_proxy_realm`) instead of "mitmproxy".
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ class ProxyLoginGuard:
                     "gatekeeper_proxy_auth_* must not be negative (max_delay_ms: positive)"
                 )
             self.throttle = LoginThrottle(ThrottleSettings(**values))
+
+    def delay_before_check(self, client: str) -> float:
+        """Seconds `ProxySignIn` waits before an expensive password check from `client`: an
+        address already slowed down is slowed down before the check too, not only after."""
+        return self.throttle.delay(client, time.monotonic())
 
     def http_connect(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
         return self._judge(flow)

@@ -1,25 +1,21 @@
-"""What gatekeeper's addons share: the live policy, the metrics, and small flow helpers."""
+"""What gatekeeper's addons share: the live policy, the metrics, the state, and small flow
+helpers. A flow's own decision is in its context (gatekeeper.addons.context)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-import inspect
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from gatekeeper.addons.recorder import Recorder
 from gatekeeper.bodies import declared_length, drainable
-from gatekeeper.core.decision import decide
-from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason, Verdict
+from gatekeeper.core.model import Policy
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.logs import get_logger
-from gatekeeper.metrics import Metrics
-from gatekeeper.pages import render
+from gatekeeper.metrics import Metrics, Reply
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
 from gatekeeper.state_worker import Job, StateWorker, fault_kind
@@ -27,11 +23,8 @@ from gatekeeper.state_worker import Job, StateWorker, fault_kind
 if TYPE_CHECKING:
     from gatekeeper.directory.live import LiveDirectory
 
-DECISION_KEY = "gatekeeper.decision"
-REASON_HEADER = "X-Gatekeeper-Reason"
-REQUEST_FORM_KEY = "gatekeeper.request_form"  # the block page's "Request access" form, if any
-
 log = get_logger("gatekeeper")
+T = TypeVar("T")
 
 
 class Runtime:
@@ -111,15 +104,6 @@ def employee_of(flow: http.HTTPFlow, policy: Policy) -> str | None:
     return policy.identify(user, peer[0] if peer else None)
 
 
-def decide_flow(runtime: Runtime, flow: http.HTTPFlow) -> tuple[Policy, Decision]:
-    """The live policy and the access decision for a flow: who asks, for which hosts, today."""
-    policy = runtime.policy
-    if policy is None:
-        raise RuntimeError("no policy loaded")
-    employee = employee_of(flow, policy)
-    return policy, decide(policy, employee, flow_hosts(flow), runtime.today())
-
-
 def flow_hosts(flow: http.HTTPFlow) -> tuple[str | None, ...]:
     """Every host name the flow names: connect target, TLS SNI, Host header."""
     request = flow.request
@@ -139,83 +123,21 @@ def leave_unread(flow: http.HTTPFlow) -> None:
         flow.kill()
 
 
-def wants_html(flow: http.HTTPFlow) -> bool:
-    return "text/html" in flow.request.headers.get("accept", "")
+def directory_readyz(runtime: Runtime) -> None:
+    """/readyz waits for the first read of the directory and says how it went (called once
+    the admin listener exists, by `ProxySignIn.running`)."""
+    lifecycle = ctx.master.addons.get("lifecycle")
+    admin = getattr(lifecycle, "admin", None)
+    directory = runtime.directory
+    if admin is None or directory is None or "/readyz" not in admin.routes:
+        return
+    probe = admin.routes["/readyz"]
 
+    def readyz() -> Reply:
+        reply = probe()
+        if not directory.attempted.is_set():
+            return Reply(503, reply.content_type, b"not ready: reading the directory\n")
+        line = f"{directory.status()}\n".encode()
+        return Reply(reply.status, reply.content_type, reply.body + line)
 
-def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | None) -> http.Response:
-    """The 403 for a blocked request: an HTML page for a browser, JSON for anything else."""
-    service = policy.services.get(decision.service) if policy and decision.service else None
-    service_name = service.name if service else (decision.service or "This service")
-    headers = {
-        REASON_HEADER: decision.reason.value,
-        "Cache-Control": "no-store",
-    }
-    if wants_html(flow):
-        body = render(
-            "block.html",
-            service_name=service_name,
-            reason=decision.reason.value,
-            reason_text=REASON_TEXT.get(decision.reason, decision.reason.value),
-            action=decision.action,
-            approver=policy.approver if policy else "your IT administrator",
-            employee=decision.employee,
-            request_form=flow.metadata.get(REQUEST_FORM_KEY),
-        )
-        headers["Content-Type"] = "text/html; charset=utf-8"
-    else:
-        payload: dict[str, Any] = {
-            "blocked": True,
-            "service": decision.service,
-            "reason": decision.reason.value,
-        }
-        if decision.action:
-            payload["action"] = decision.action
-        body = json.dumps(payload).encode()
-        headers["Content-Type"] = "application/json"
-    return http.Response.make(403, body, headers)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-
-
-def fail_closed(hook: F) -> F:
-    """Wrap an addon hook (plain or `async def`) so that any error blocks the flow (mitmproxy
-    would let it through).
-
-    The error is logged and counted as reason `internal_error`.
-    """
-    if inspect.iscoroutinefunction(hook):
-
-        @functools.wraps(hook)
-        async def async_wrapper(self: Any, flow: http.HTTPFlow) -> None:
-            try:
-                await hook(self, flow)
-            except Exception:
-                _internal_error(self.runtime, flow, hook)
-
-        return async_wrapper  # type: ignore[return-value]
-
-    @functools.wraps(hook)
-    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
-        try:
-            hook(self, flow)
-        except Exception:
-            _internal_error(self.runtime, flow, hook)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _internal_error(runtime: Runtime, flow: http.HTTPFlow, hook: Callable[..., Any]) -> None:
-    """Block the flow of a hook that raised (called while the exception is handled)."""
-    decision = flow.metadata.get(DECISION_KEY)
-    service = decision.service if isinstance(decision, Decision) else None
-    log.exception("internal_error", hook=hook.__qualname__, service=service)
-    blocked = Decision(Verdict.BLOCK, Reason.INTERNAL_ERROR, service)
-    runtime.metrics.blocked.labels(
-        service or "unknown", Reason.INTERNAL_ERROR.value, *runtime.metrics.who(None)
-    ).inc()
-    flow.metadata[DECISION_KEY] = blocked
-    flow.request.stream = False  # answered here: nothing may be streamed upstream
-    flow.response = block_response(flow, blocked, runtime.policy)
+    admin.routes["/readyz"] = readyz

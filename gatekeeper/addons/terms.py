@@ -2,12 +2,13 @@
 
 For an allowed flow whose grant requires it (`Policy.terms_required`) and whose employee has
 not accepted the service's current `terms_url`, the request is blocked with reason
-`terms_not_acknowledged` through the shared `enforce()` (so report mode, metrics, the log and
-the review record stay the same as for every other block). A browser gets an interstitial
-instead of the block page, still 403 with the reason header (nothing of the service was
-served): a link to the terms and an "I have read and accept" button that posts to
-`/.well-known/gatekeeper/acknowledge-terms` (a portal endpoint); the acceptance is recorded
-and the browser is sent (303) back to the page it asked for. A changed `terms_url` asks again.
+`terms_not_acknowledged` through the shared `decisions.enforce()` (so report mode, metrics,
+the log and the review record stay the same as for every other block). A browser gets an
+interstitial (gatekeeper.addons.responses) instead of the block page, still 403 with the
+reason header (nothing of the service was served): a link to the terms and an "I have read
+and accept" button that posts to `/.well-known/gatekeeper/acknowledge-terms` (a portal
+endpoint); the acceptance is recorded and the browser is sent (303) back to the page it asked
+for. A changed `terms_url` asks again.
 
 The terms page itself passes when it lives on the service's own host (Facebook's terms are on
 facebook.com), so that the link works. Acceptances are kept in memory (loaded at start,
@@ -17,41 +18,27 @@ added on accept): the request path never reads the database.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from urllib.parse import urlsplit
 
 from mitmproxy import http
 
-from gatekeeper.addons.enforce import enforce
-from gatekeeper.addons.portal import (
-    CSP,
-    OUTCOME_HEADER,
-    PORTAL_PREFIX,
+from gatekeeper.addons import responses
+from gatekeeper.addons.context import decided, require_context
+from gatekeeper.addons.decisions import enforce, fail_closed
+from gatekeeper.addons.forms import (
+    ACKNOWLEDGE_TERMS_PATH,
+    TERMS_PURPOSE,
     Handler,
     PortalError,
     check_csrf,
-    not_recorded,
     posted_form,
-    return_path,
     safe_return_to,
 )
-from gatekeeper.addons.runtime import (
-    DECISION_KEY,
-    REASON_HEADER,
-    Runtime,
-    decide_flow,
-    fail_closed,
-    log,
-    wants_html,
-)
+from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
-from gatekeeper.pages import render
 from gatekeeper.state import StateDB, confirm_written
 from gatekeeper.state_worker import StateOperationError
-
-ACKNOWLEDGE_TERMS_PATH = f"{PORTAL_PREFIX}/acknowledge-terms"
-TERMS_PURPOSE = "acknowledge-terms"
 
 
 class Terms:
@@ -80,19 +67,19 @@ class Terms:
 
     @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        decision = flow.metadata.get(DECISION_KEY)
-        policy = self.runtime.policy
-        if (flow.response is not None or policy is None or not isinstance(decision, Decision)
-                or decision.verdict is not Verdict.ALLOW or decision.reason is not Reason.APPROVED):
+        context = decided(flow)
+        if flow.response is not None or context is None:
             return
-        terms_url = self.pending_terms(policy, decision)
+        decision = context.decision
+        if decision.verdict is not Verdict.ALLOW or decision.reason is not Reason.APPROVED:
+            return
+        terms_url = self.pending_terms(context.policy, decision)
         if terms_url is None or _is_terms_page(flow, terms_url):
             return
+        context.terms_url = terms_url  # the interstitial links to them
         blocked = Decision(Verdict.BLOCK, Reason.TERMS_NOT_ACKNOWLEDGED, decision.service,
                            decision.employee)
-        enforce(self.runtime, flow, policy, blocked)
-        if flow.response is not None and wants_html(flow):
-            flow.response = self._interstitial(flow, policy, blocked, terms_url)
+        enforce(self.runtime, flow, context, blocked)
 
     def pending_terms(self, policy: Policy, decision: Decision) -> str | None:
         """The terms URL the employee still has to accept for this service, if any."""
@@ -106,36 +93,12 @@ class Terms:
             return None
         return service.terms_url
 
-    def _interstitial(self, flow: http.HTTPFlow, policy: Policy, blocked: Decision,
-                      terms_url: str) -> http.Response:
-        employee, service_id = blocked.employee or "", blocked.service or ""
-        csrf = self.runtime.csrf
-        if csrf is None:
-            raise RuntimeError("the state database is not open")
-        body = render(
-            "terms.html",
-            service_name=policy.services[service_id].name,
-            terms_url=terms_url,
-            action=ACKNOWLEDGE_TERMS_PATH,
-            csrf=csrf.issue(TERMS_PURPOSE, employee, _subject(service_id, terms_url),
-                            time.time()),
-            return_to=return_path(flow),
-            reason=blocked.reason.value,
-            employee=employee,
-        )
-        headers = {
-            REASON_HEADER: blocked.reason.value,
-            "Content-Type": "text/html; charset=utf-8",
-            "Cache-Control": "no-store",
-            "Content-Security-Policy": CSP,
-        }
-        return http.Response.make(403, body, headers)
-
     # --- the portal endpoint ----------------------------------------------------------------
 
     async def acknowledge(self, flow: http.HTTPFlow) -> None:
         """Record the acceptance of the service's current terms and go back (303)."""
-        policy, decision = decide_flow(self.runtime, flow)
+        context = require_context(flow)
+        policy, decision = context.policy, context.decision
         employee, service_id = decision.employee, decision.service or ""
         service = policy.services.get(service_id)
         if decision.verdict is not Verdict.ALLOW or employee is None or service is None:
@@ -147,7 +110,7 @@ class Terms:
         form = posted_form(flow)
         # The token names the terms URL the page showed: a changed URL needs a fresh page.
         check_csrf(self.runtime, form.get("csrf", ""), TERMS_PURPOSE, employee,
-                   _subject(service_id, terms_url))
+                   responses.terms_subject(service_id, terms_url))
         return_to = safe_return_to(form.get("return_to", ""))
         if return_to is None:
             log.warning("terms_return_to_refused", employee=employee, service=service_id)
@@ -167,7 +130,7 @@ class Terms:
         except StateOperationError as e:
             log.warning("terms_not_recorded", employee=employee, service=service_id,
                         kind=e.kind)
-            flow.response = not_recorded(
+            flow.response = responses.not_recorded(
                 policy, "Your acceptance could not be recorded",
                 f"Please try again in a few minutes; if it keeps failing, tell "
                 f"{policy.approver}.", return_to)
@@ -175,14 +138,7 @@ class Terms:
         self.acknowledged.add(accepted)
         log.info("terms_acknowledged", employee=employee, service=service_id,
                  terms_url=terms_url)
-        flow.response = http.Response.make(
-            303, b"", {"Location": return_to, "Cache-Control": "no-store",
-                       OUTCOME_HEADER: "terms_acknowledged"},
-        )
-
-
-def _subject(service: str, terms_url: str) -> str:
-    return f"{service} {terms_url}"
+        flow.response = responses.terms_acknowledged(return_to)
 
 
 def _is_terms_page(flow: http.HTTPFlow, terms_url: str) -> bool:

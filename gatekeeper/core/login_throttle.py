@@ -74,6 +74,14 @@ class LoginThrottle:
         entry = self._clients.get(client)
         return entry.failures if entry else 0
 
+    def delay(self, client: str, now: float) -> float:
+        """The seconds an answer to `client` waits now, without recording anything (the proxy
+        holds a throttled address's next password check back by this much)."""
+        entry = self._clients.get(client)
+        if entry is None or now - entry.last > self.settings.window:
+            return 0.0
+        return self._delay(entry.failures)
+
     def succeeded(self, client: str, user: str) -> float | None:
         """A correct password for `user` from `client`. If that user name had failures here
         this may be a guess that hit: it waits like a failure would (seconds, or DROP), and the

@@ -430,12 +430,15 @@ def session_reason(owners: Iterable[str | None], employee: str | None) -> Reason
 # --- session tokens -------------------------------------------------------------------------
 
 TOKEN_SCHEMES = frozenset({"bearer", "oauth", "token"})
+CREDENTIAL_SCHEMES = frozenset({"basic", "digest"})
 
 
 def session_token(value: str) -> str | None:
     """The token a header value carries, without a scheme word (`Bearer IGT:2:abc` and a
     login response's bare `IGT:2:abc` are one token); None when empty."""
     words = value.strip().split(None, 1)
+    if words and words[0].casefold() in CREDENTIAL_SCHEMES:
+        return None  # a user name and password: the credential guard's, not a session
     if words and words[0].casefold() in TOKEN_SCHEMES:
         return words[1].strip() if len(words) == 2 else None  # a lone `Bearer` carries none
     return value.strip() or None

@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -177,12 +177,33 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class AddressIndex:
-    """Source address -> employee id: exact addresses in a dict, networks in a short list."""
+    """Source address -> employee id: exact addresses in one dict, networks in one dict per
+    prefix length, so a lookup costs one probe per distinct prefix length whatever the size
+    of the office (a clinic group may list thousands of device networks)."""
 
     exact: Mapping[ipaddress.IPv4Address | ipaddress.IPv6Address, str]
-    networks: tuple[tuple[IPNetwork, str], ...]
+    # (IP version, prefix length, network address >> host bits -> employee), most specific first
+    networks: tuple[tuple[int, int, Mapping[int, str]], ...]
     # address string -> employee: an office has a few hundred devices at most (bounded anyway)
     _memo: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, owners: Iterable[tuple[IPNetwork, str]]) -> AddressIndex:
+        """The index of `(network, employee)` pairs; the first owner of a network wins."""
+        exact: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, str] = {}
+        tables: dict[tuple[int, int], dict[int, str]] = {}
+        for network, employee in owners:
+            if network.num_addresses == 1:
+                exact.setdefault(network.network_address, employee)
+                continue
+            table = tables.setdefault((network.version, network.prefixlen), {})
+            host_bits = network.max_prefixlen - network.prefixlen
+            table.setdefault(int(network.network_address) >> host_bits, employee)
+        networks = tuple(
+            (version, prefixlen, MappingProxyType(table))
+            for (version, prefixlen), table in sorted(tables.items(), key=lambda i: -i[0][1])
+        )
+        return cls(MappingProxyType(exact), networks)
 
     def lookup(self, address: str) -> str | None:
         """The employee whose `addresses` cover `address` (a client's peer address)."""
@@ -207,9 +228,12 @@ class AddressIndex:
         found = self.exact.get(ip)
         if found is not None:
             return found
-        for network, employee in self.networks:
-            if ip in network:
-                return employee
+        number, max_prefixlen = int(ip), ip.max_prefixlen
+        for version, prefixlen, table in self.networks:
+            if version == ip.version:
+                found = table.get(number >> (max_prefixlen - prefixlen))
+                if found is not None:
+                    return found
         return None
 
 
@@ -271,3 +295,10 @@ class Decision(NamedTuple):
     @property
     def blocked(self) -> bool:
         return self.verdict is Verdict.BLOCK
+
+    def enforced(self, mode: Mode) -> bool:
+        """Whether the proxy applies this decision under `mode` (Smokescreen's
+        "allow and report"): a block in report mode is only reported (logged and counted,
+        then let through); an internal error blocks in every mode; anything else is applied."""
+        return not (self.blocked and mode is Mode.REPORT
+                    and self.reason is not Reason.INTERNAL_ERROR)

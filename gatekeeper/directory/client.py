@@ -18,13 +18,14 @@ import ldap3
 
 from gatekeeper.core.directory import DirectoryList, Person
 from gatekeeper.directory.settings import DirectorySettings, PasswordFileError
+from gatekeeper.sign_in import SignInUnavailableError
 
 INVALID_CREDENTIALS = 49
 PAGE_SIZE = 500
 MAX_PEOPLE = 100_000  # bounded output: a directory this large is not a clinic's
 
 
-class DirectoryUnavailableError(Exception):
+class DirectoryUnavailableError(SignInUnavailableError):
     """The directory did not answer in time, refused the connection or the service account."""
 
 

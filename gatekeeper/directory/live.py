@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import enum
-import hashlib
-import hmac
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,19 +29,10 @@ from gatekeeper.directory.store import load_list, save_list
 from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
 from gatekeeper.reload import PolicyHolder
+from gatekeeper.sign_in import Account, SignIns, SignInUnavailableError
 
 log = get_logger("gatekeeper.directory")
 SIGN_IN_WORKERS = 4
-MAX_CACHED_SIGN_INS = 10_000
-
-
-class SignInResult(enum.StrEnum):
-    """Metric label values of `gatekeeper_directory_sign_ins_total`."""
-
-    SUCCESS = "success"
-    CACHED = "cached"
-    REJECTED = "rejected"  # wrong password, or not an employee: 407
-    UNAVAILABLE = "unavailable"  # the directory did not say in time: 503
 
 
 class LiveDirectory:
@@ -66,10 +53,9 @@ class LiveDirectory:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(SIGN_IN_WORKERS, thread_name_prefix="gatekeeper-sign-in")
-        self._key = os.urandom(32)  # for the sign-in cache's keyed hashes; never stored
-        self._cache: dict[str, tuple[bytes, float]] = {}  # user -> (keyed hash, valid until)
-        self._pending: dict[bytes, asyncio.Future[bool]] = {}  # one bind per attempt at a time
+        self.verifier = DirectoryVerifier(self)
+        self.sign_ins = SignIns(
+            self.verifier, lambda result: self.metrics().directory_sign_ins.labels(result).inc())
 
     # --- the employee list ------------------------------------------------------------------
 
@@ -105,7 +91,7 @@ class LiveDirectory:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=1)  # a daemon thread; a read under way is bounded anyway
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.verifier.stop()
 
     def refresh_soon(self) -> None:
         """Read the list again now (SIGHUP), not at the next scheduled time."""
@@ -160,53 +146,39 @@ class LiveDirectory:
             if directory else "no list: only approvals.yaml's employees are known"
         return f"directory: not answering since {_iso(self.failing_since)}; {kept}"
 
-    # --- sign-in ----------------------------------------------------------------------------
 
-    async def sign_in(self, user: str, password: str) -> tuple[SignInResult, str | None]:
-        """Check a proxy sign-in; the employee id on success. Never longer than the timeout."""
-        policy = self.holder.policy
-        directory = self.list
+class DirectoryVerifier:
+    """Proxy sign-in by a bind as the employee's directory entry, in a small pool of threads
+    (LDAP I/O releases the GIL), so a slow directory never holds up the loop."""
+
+    name = "directory"
+    unavailable_reason = "directory_unavailable"
+    unavailable_text = (b"The office directory is not answering, so your sign-in cannot be "
+                        b"checked. Try again in a minute; if it persists, tell IT.\n")
+
+    def __init__(self, live: LiveDirectory) -> None:
+        self.live = live
+        self.timeout_seconds = live.settings.timeout_seconds
+        self.cache_seconds = live.settings.sign_in_cache_seconds
+        self._pool = ThreadPoolExecutor(SIGN_IN_WORKERS, thread_name_prefix="gatekeeper-sign-in")
+
+    def account(self, user: str) -> Account | None:
+        """An employee of the live policy who is in the directory's list (by its DN)."""
+        policy = self.live.holder.policy
+        directory = self.live.list
         if policy is None or directory is None:
-            return self._count(SignInResult.UNAVAILABLE), None
+            raise SignInUnavailableError("no directory list read yet")
         key = normalize_user(user, policy.realms)
         employee = policy.user_ids.get(key)
         person = directory.people.get(key)
-        if employee is None or person is None or not password:
-            return self._count(SignInResult.REJECTED), None
-        digest = hmac.new(self._key, "\0".join((key, person.dn, password)).encode(),
-                          hashlib.sha256).digest()
-        cached = self._cache.get(key)
-        if cached and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], digest):
-            return self._count(SignInResult.CACHED), employee
-        try:
-            valid = await asyncio.wait_for(asyncio.shield(self._check(digest, person.dn,
-                                                                      password)),
-                                           self.settings.timeout_seconds)
-        except (TimeoutError, DirectoryUnavailableError) as e:
-            log.warning("directory_sign_in_unavailable", error=str(e) or "timed out")
-            return self._count(SignInResult.UNAVAILABLE), None
-        if not valid:
-            self._cache.pop(key, None)
-            return self._count(SignInResult.REJECTED), None
-        if len(self._cache) >= MAX_CACHED_SIGN_INS:
-            self._cache.clear()
-        self._cache[key] = (digest, time.monotonic() + self.settings.sign_in_cache_seconds)
-        return self._count(SignInResult.SUCCESS), employee
+        return Account(employee, person.dn) if employee and person else None
 
-    def _check(self, digest: bytes, dn: str, password: str) -> asyncio.Future[bool]:
-        """The bind for this attempt, shared by identical attempts already waiting on one."""
-        pending = self._pending.get(digest)
-        if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = loop.run_in_executor(self._pool, check_password, self.settings, dn,
-                                           password)
-            self._pending[digest] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(digest, None))
-        return pending
+    def check(self, account: Account, password: str) -> asyncio.Future[bool]:
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, check_password, self.live.settings, account.subject, password)
 
-    def _count(self, result: SignInResult) -> SignInResult:
-        self.metrics().directory_sign_ins.labels(result.value).inc()
-        return result
+    def stop(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class FilePolicyInbox(PolicyHolder):

@@ -13,9 +13,11 @@ import http.client
 import socket
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import pytest
+
+pytestmark = pytest.mark.e2e  # starts a real proxy process
 
 PASSWORD = "Correct-Horse-7731"
 GUESS = "guess-{}-Xq9"  # each wrong password is unique, so the log check finds any of them
@@ -153,3 +155,66 @@ def test_guessing_over_many_connections_gains_nothing(gk, site_url) -> None:
         ask(proxy, site_url, ("alice", GUESS.format(i)))
     status, _, seconds = ask(proxy, site_url, ("alice", PASSWORD))
     assert status == 200 and seconds >= MAX_DELAY * 0.9
+
+
+# --- an htpasswd file: every password check is a real hash ---------------------------------
+
+# Seconds a signed-in colleague's request may take beyond its slowest usual time. Hashing on the
+# event loop stalls such a request for seconds (9.3 s measured); a shared, loaded CI machine
+# adds a few hundred ms of noise on its own.
+SLACK = 0.5
+
+
+def htpasswd_proxy(gk, tmp_path, *args: str):
+    from support import configs
+    users = configs.write_htpasswd(tmp_path / "users.htpasswd",
+                                   {"alice": PASSWORD, "bob": "bob-Pw-5521"})
+    return gk(args=["--set", f"proxyauth=@{users}", *args], hosts={})
+
+
+def test_htpasswd_guessing_does_not_stall_a_signed_in_colleague(gk, site_url, tmp_path) -> None:
+    """50 wrong passwords as fast as a script sends them over four connections, not slowed by
+    the guard: each hash takes a good part of a second of CPU, and were it checked on the
+    event loop (as mitmproxy's `proxyauth` does) every other request would wait behind it."""
+    proxy = htpasswd_proxy(gk, tmp_path, "--set", "gatekeeper_proxy_auth_free_failures=1000")
+    bob = ("bob", "bob-Pw-5521")
+    assert ask(proxy, site_url, bob, BYSTANDER)[0] == 200  # signed in: cached from now on
+    # the slowest of as many requests as are measured below, unhurried: this machine's noise
+    baseline = max(ask(proxy, site_url, bob, BYSTANDER)[2] for _ in range(60))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        guesses = [pool.submit(ask, proxy, site_url, ("alice", GUESS.format(i)))
+                   for i in range(50)]
+        wait(guesses, TIMEOUT, FIRST_COMPLETED)  # under way: a first hash done, more queued
+        during = []
+        while not all(g.done() for g in guesses) and len(during) < 60:
+            during.append(ask(proxy, site_url, bob, BYSTANDER))
+        answers = [g.result() for g in guesses]
+    assert all(status == 407 for status, _, _ in answers)
+    assert max(seconds for _, _, seconds in answers) > 1.0, "the guesses were not busy"
+    assert len(during) >= 5
+    assert all(status == 200 for status, _, _ in during)
+    slowest = max(seconds for _, _, seconds in during)
+    assert slowest < baseline + SLACK, f"{slowest:.3f} s against a baseline of {baseline:.3f} s"
+
+    proxy.wait_for_metric(FAILURES, 50)  # the guard saw every failure
+    assert {e["client"] for e in proxy.events("proxy_auth_failed")} == {ATTACKER}
+    assert ask(proxy, site_url, ("alice", PASSWORD))[0] == 200
+    output = proxy.stdout + proxy.stderr
+    assert PASSWORD not in output and not any(GUESS.format(i) in output for i in range(50))
+
+
+def test_htpasswd_guessing_waits_for_the_guard_before_the_hash(gk, site_url, tmp_path) -> None:
+    """An address the guard already slows down waits before its next password check as well
+    as after it: its guesses cost the proxy fewer hashes."""
+    proxy = htpasswd_proxy(
+        gk, tmp_path, "--set", "gatekeeper_proxy_auth_free_failures=2",
+        "--set", f"gatekeeper_proxy_auth_first_delay_ms={int(FIRST_DELAY * 1000)}",
+        "--set", f"gatekeeper_proxy_auth_max_delay_ms={int(MAX_DELAY * 1000)}")
+    answers = [ask(proxy, site_url, ("alice", GUESS.format(i))) for i in range(4)]
+    assert [status for status, _, _ in answers] == [407] * 4
+    # the 3rd failure: its answer waits FIRST_DELAY; the 4th waits that before the check too
+    assert answers[2][2] >= FIRST_DELAY * 0.9
+    assert answers[3][2] >= (FIRST_DELAY + MAX_DELAY) * 0.9
+    assert ask(proxy, site_url, ("bob", "bob-Pw-5521"), BYSTANDER)[2] < FIRST_DELAY * 0.8 + 0.5
+    proxy.wait_for_metric(FAILURES, 4)

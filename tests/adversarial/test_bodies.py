@@ -21,6 +21,8 @@ from support.rawhttp import (
     tunnel,
 )
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 LOGIN = "/checkpoint/lg/login-submit"
 FORM = "application/x-www-form-urlencoded"

@@ -14,6 +14,8 @@ import zstandard
 from support import configs
 from support.rawhttp import peak_rss_mib
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 30
 LOGIN = "/checkpoint/lg/login-submit"
 REQUEST_ACCESS = "/.well-known/gatekeeper/request-access"

@@ -13,6 +13,8 @@ import pytest
 import requests
 from support import configs
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 LIMIT = 4096
 PATH = "/voyager/api/authenticate-v2"  # an endpoint the catalog does not know

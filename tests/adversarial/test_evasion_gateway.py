@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 AUTH_ANY = ["--set", "proxyauth=any"]
 REFUSED = "gatekeeper_destinations_refused_total"
 ALIAS = "gateway-alias.example"  # in the proxy's /etc/hosts: 127.0.0.1

@@ -29,6 +29,8 @@ from test_gateway_netns import (  # noqa: F401 (fixtures: the gateway in namespa
     write_gateway,
 )
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 AUTH_ANY = ["--set", "proxyauth=any"]
 TIMEOUT = 10
 needs_netns = pytest.mark.skipif(netns.unavailable_reason() is not None,

@@ -42,6 +42,8 @@ from test_portal_e2e import (
 from gatekeeper.state import DB_FILE, StateDB
 from gatekeeper.state_worker import DEADLINE_SECONDS, GRACE_SECONDS
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 # The form's answer may take the deadline, the grace for a commit under way, and some slack for
 # a machine shared with other work.

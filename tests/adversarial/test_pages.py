@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 from support.rawhttp import request, tunnel
 
+pytestmark = pytest.mark.e2e  # starts a real proxy process
+
 TIMEOUT = 10
 FORM = [("Content-Type", "application/x-www-form-urlencoded"), ("Accept", "text/html")]
 BODY = b"csrf=1.forged&justification=please&return_to=%2F"

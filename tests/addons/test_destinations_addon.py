@@ -58,3 +58,13 @@ def test_a_remote_address_passes_untouched() -> None:
     addon = GatewayDestinations(Runtime())
     data = connect(addon, "192.0.2.10", 443)
     assert data.server.error is None and data.server.address == ("192.0.2.10", 443)
+
+
+def test_a_request_to_a_loopback_literal_is_refused_before_any_connection(runtime) -> None:
+    from support.flows import cycle, make_flow
+
+    addon = GatewayDestinations(runtime)
+    flow = cycle(addon, flow=make_flow("2130706433", "/metrics", scheme="http", port=9464))
+    assert flow.response.status_code == 403
+    assert flow.response.headers["X-Gatekeeper-Reason"] == "destination_refused"
+    assert runtime.metrics.destinations_refused.labels("loopback")._value.get() == 1

@@ -1,0 +1,75 @@
+"""The per-flow context: what every hook after the decision reads, under one metadata key.
+
+The first addon that needs a decision for a flow (the `Portal` for its own endpoints, else the
+`Enforcer`) opens the context: it reads the live policy once, identifies the employee and
+decides. Every later hook of that flow (`Terms`, `Accounts`, `AllowedCounter`, the portal's
+endpoints, the responses) reads the context, never `Runtime.policy` again, so a reload between
+the `requestheaders` and the `response` hooks cannot give one flow two policies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mitmproxy import http
+
+from gatekeeper.addons.runtime import Runtime, employee_of, flow_hosts
+from gatekeeper.core.decision import decide
+from gatekeeper.core.logins import Target
+from gatekeeper.core.model import Decision, Policy
+
+CONTEXT_KEY = "gatekeeper"  # flow.metadata: the flow's `FlowContext`
+
+
+@dataclass(slots=True)
+class FlowContext:
+    """One request, as decided: the policy it was decided by and the decision, which names
+    the employee (the identity) and the service.
+
+    `decision` starts as the access decision and is replaced by any later block (terms,
+    accounts), so what is counted, logged and answered is always the latest word on the flow.
+    """
+
+    policy: Policy
+    decision: Decision
+    portal: str | None = None  # the portal endpoint (`path_key` form) answering this flow
+    terms_url: str | None = None  # the terms the employee must accept first (interstitial)
+    target: Target | None = None  # what the catalog's rules look at (built once, by Accounts)
+    body_unread: bool = False  # a login refused on its headers: its body is never read
+
+    @property
+    def enforced(self) -> bool:
+        """Whether the current decision is applied (else, a block only reported)."""
+        return self.decision.enforced(self.policy.mode)
+
+
+def context_of(flow: http.HTTPFlow) -> FlowContext | None:
+    """The flow's context, if an addon has decided it."""
+    return flow.metadata.get(CONTEXT_KEY)
+
+
+def decided(flow: http.HTTPFlow) -> FlowContext | None:
+    """The context of a flow on its way to the service, for the checks after the access
+    decision; None for one the portal answers itself (or not decided at all)."""
+    context = flow.metadata.get(CONTEXT_KEY)
+    return None if context is None or context.portal is not None else context
+
+
+def open_context(runtime: Runtime, flow: http.HTTPFlow) -> FlowContext:
+    """The flow's context; decided now (the one read of the live policy) if not yet."""
+    context = flow.metadata.get(CONTEXT_KEY)
+    if context is None:
+        policy = runtime.policy
+        if policy is None:
+            raise RuntimeError("no policy loaded")
+        decision = decide(policy, employee_of(flow, policy), flow_hosts(flow), runtime.today())
+        context = flow.metadata[CONTEXT_KEY] = FlowContext(policy, decision)
+    return context
+
+
+def require_context(flow: http.HTTPFlow) -> FlowContext:
+    """The context of a flow an earlier hook decided (a portal endpoint's flow)."""
+    context = context_of(flow)
+    if context is None:
+        raise RuntimeError("the flow was not decided")
+    return context
