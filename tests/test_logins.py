@@ -394,3 +394,18 @@ def test_explain_names_the_login_rule_and_its_fields(capsys) -> None:
     assert rule["fields"] == ["session_key"] and rule["accounts"] == [ALICE]
     assert main(["explain", "--config-dir", str(CONFIG_DIR), "--json", "alice", url]) == 0
     assert json.loads(capsys.readouterr().out)["login_rule"] is None  # a GET signs nobody in
+
+
+def test_x_identifier_steps_sent_together_are_all_checked(shipped) -> None:
+    """Both identifier subtasks in one request: the alternate step's `text` is checked too."""
+    body = json.dumps({"flow_token": "g;1", "subtask_inputs": [
+        {"subtask_id": "LoginEnterUserIdentifierSSO", "settings_list": {"setting_responses": [
+            {"key": "user_identifier", "response_data": {"text_data": {"result": ALICE}}}]}},
+        {"subtask_id": "LoginEnterAlternateIdentifierSubtask",
+         "enter_text": {"text": "me@gmail.com"}}]}).encode()
+    form = read_form(JSON, body)
+    target = make_target("POST", ["api.x.com"], "/1.1/onboarding/task.json")
+    rule = step_rule(shipped.services["x"], target, form)
+    assert rule is not None and set(rule.fields) == {"result", "text"}
+    check = check_login(rule, ACCOUNTS, "alice", shipped.accounts, form)
+    assert check.result is LoginResult.PERSONAL and check.identifier == "me@gmail.com"

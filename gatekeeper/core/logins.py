@@ -9,6 +9,7 @@ waved through, so every "cannot tell" path ends in `unverifiable`.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import email
 import email.message
 import enum
@@ -403,10 +404,14 @@ def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
 
 
 def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule | None:
-    """The first login rule that applies and whose `when` the fields meet: the sign-in step
-    to check (X's flow has two identifier steps on one path)."""
-    return next((rule for rule in service.logins
-                 if applies(rule, target) and login_step(rule, form)), None)
+    """The login rule to check: the one that applies and whose `when` the fields meet, or,
+    when several do (X's two identifier steps on one path, sent in one request), the first
+    with the fields of all of them, so that no step's identifier goes unchecked."""
+    rules = [rule for rule in service.logins if applies(rule, target) and login_step(rule, form)]
+    if len(rules) < 2:
+        return rules[0] if rules else None
+    fields = tuple(dict.fromkeys(name for rule in rules for name in rule.fields))
+    return dataclasses.replace(rules[0], fields=fields)
 
 
 def login_step(rule: LoginRule, form: Form | None) -> bool:
