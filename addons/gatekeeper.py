@@ -12,5 +12,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 from gatekeeper.addons import all_addons  # noqa: E402
+from gatekeeper.addons.dispatch import Addons  # noqa: E402
 
-addons = all_addons()
+addons = [Addons(all_addons())]  # one chain entry, as `gatekeeper serve` registers them

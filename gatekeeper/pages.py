@@ -7,13 +7,18 @@ files and requests and must never become markup.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 
 @functools.cache
 def environment() -> jinja2.Environment:
+    """Built on the first page, not at start-up: Jinja2 is a large import and the proxy
+    listens sooner without it."""
+    import jinja2
+
     return jinja2.Environment(
         loader=jinja2.PackageLoader("gatekeeper", "templates"),
         autoescape=True,

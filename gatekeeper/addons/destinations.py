@@ -192,7 +192,8 @@ class GatewayDestinations:
     # --- shared ---------------------------------------------------------------------------
 
     def _check(self, ip: IPAddress, port: int) -> Refusal | None:
-        return self.rules.check(ip, port, is_local=self.is_local, own_ports=own_ports)
+        return self.rules.check(ip, port, is_local=self.is_local,
+                                own_ports=lambda: own_ports(self.runtime))
 
     def _kill(self, data: server_hooks.ServerConnectionHookData, host: str,
               ip: IPAddress | None, port: int, reason: Refusal) -> None:
@@ -211,7 +212,7 @@ class GatewayDestinations:
         )
 
 
-def own_ports() -> set[int]:
+def own_ports(runtime: Runtime) -> set[int]:
     """Every port this gatekeeper process listens on: proxy modes, metrics and PAC listeners."""
     ports: set[int] = set()
     proxyserver = ctx.master.addons.get("proxyserver")
@@ -222,10 +223,7 @@ def own_ports() -> set[int]:
         value = getattr(options, name, None)
         if isinstance(value, int) and value > 0:
             ports.add(value)
-    for addon_name, attribute in (("lifecycle", "admin"), ("paclistener", "server")):
-        listener = getattr(ctx.master.addons.get(addon_name), attribute, None)
-        if listener is not None:  # the bound port, also when the option said 0
-            ports.add(listener.address[1])
+    ports.update(listener.address[1] for listener in runtime.listeners)  # also when 0 was asked
     return ports
 
 

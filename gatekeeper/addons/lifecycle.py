@@ -97,6 +97,8 @@ class Lifecycle:
             self.admin.ready = lambda: self.runtime.ready and self.runtime.policy is not None
             self.admin.problems = state.problems
             self.admin.start()
+            self.runtime.admin = self.admin
+            self.runtime.listeners.append(self.admin)
             host, bound = self.admin.address
             log.info("admin_listening", url=f"http://{host}:{bound}/metrics")
         # Ready once every addon's `running` has run (state loaded, PAC listener up): the

@@ -43,6 +43,7 @@ class PacListener:
         self.server = AdminServer(None, host, port)
         self.server.routes = pac.routes(lambda: self.runtime.policy, pac.proxy_for(ctx.options))
         self.server.start()
+        self.runtime.listeners.append(self.server)
         bound_host, bound_port = self.server.address
         log.info("pac_listening", url=f"http://{bound_host}:{bound_port}/proxy.pac")
 

@@ -8,14 +8,14 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
 from gatekeeper.addons.recorder import Recorder
 from gatekeeper.bodies import declared_length, drainable
 from gatekeeper.core.model import Policy
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.logs import get_logger
-from gatekeeper.metrics import Metrics, Reply
+from gatekeeper.metrics import AdminServer, Metrics, Reply
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
 from gatekeeper.state_worker import Job, StateWorker, fault_kind
@@ -46,6 +46,10 @@ class Runtime:
         # office directory (gateway.yaml `directory:`), the directory, which composes the two.
         self.directory: LiveDirectory | None = None
         self.file_policy: PolicyHolder = self.holder
+        # gatekeeper's own HTTP listeners (metrics and health; the PAC file), once started:
+        # the destination guard refuses their ports, /readyz gains the directory's line.
+        self.listeners: list[AdminServer] = []
+        self.admin: AdminServer | None = None
 
     def open_state(self, state_dir: Path) -> StateWorker:
         """Open the state database (once; later calls return it), check its integrity and
@@ -126,8 +130,7 @@ def leave_unread(flow: http.HTTPFlow) -> None:
 def directory_readyz(runtime: Runtime) -> None:
     """/readyz waits for the first read of the directory and says how it went (called once
     the admin listener exists, by `ProxySignIn.running`)."""
-    lifecycle = ctx.master.addons.get("lifecycle")
-    admin = getattr(lifecycle, "admin", None)
+    admin = runtime.admin
     directory = runtime.directory
     if admin is None or directory is None or "/readyz" not in admin.routes:
         return
