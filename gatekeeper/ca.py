@@ -1,4 +1,4 @@
-"""`gatekeeper ca`: the proxy's certificate authority, for handing to employees' machines.
+"""The proxy's certificate authority (`gatekeeper ca`), for handing to employees' machines.
 
 mitmproxy keeps its CA in its configuration directory, `<state dir>/ca/`. This command creates
 it when missing (as mitmproxy would on the first start), so IT can distribute the certificate
@@ -8,7 +8,6 @@ on a client before trusting it. The private key files are written with mode 0600
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 from pathlib import Path
@@ -54,26 +53,3 @@ def fingerprint(path: Path) -> str:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
     return ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))
-
-
-def add_ca_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """`gatekeeper ca [--state-dir DIR]`."""
-    from gatekeeper.cli import state_dir_arg
-
-    parser = subparsers.add_parser(
-        "ca", help="print the proxy CA certificate's path and fingerprint (creating the CA)",
-        description="Print the path and SHA-256 fingerprint of the proxy's CA certificate, the "
-        "file employees' machines must trust. Creates the CA first if the state directory has "
-        "none yet (as the first start of `gatekeeper serve` would).",
-    )
-    state_dir_arg(parser)
-    parser.set_defaults(handler=run_ca)
-    return parser
-
-
-def run_ca(args: argparse.Namespace) -> int:
-    created = ensure_ca(args.state_dir)
-    path = cert_path(args.state_dir)
-    print(f"certificate: {path}{'  (created now)' if created else ''}")
-    print(f"sha256: {fingerprint(path)}")
-    return 0

@@ -6,21 +6,19 @@ redirected to a transparent listener of the proxy. In explicit mode that listene
 one (`transparent_port`) beside the regular proxy the browsers are configured for, so a PAC
 file's DIRECT still works for other sites while a direct connection to a social site is policed
 by source address. `render_ruleset()` returns nft text, `gatekeeper.firewall` hands it to `nft`;
-`apply_serve_defaults()` lets `gatekeeper serve` take its listeners from the same file.
+`gatekeeper serve` (gatekeeper.cli.serve) takes the listeners it is not given from the same file.
 """
 
 from __future__ import annotations
 
-import argparse
 import enum
 import ipaddress
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.config.loader import FileChecker
+from gatekeeper.config.checker import FileChecker
 from gatekeeper.config.yamlsrc import ConfigError, Node, read_yaml
 from gatekeeper.core.hosts import validate_domain
 from gatekeeper.core.model import IPNetwork
@@ -31,9 +29,11 @@ TABLE = "inet gatekeeper"
 # Linux interface names: at most 15 bytes; no quotes or backslashes (they end up in nft text).
 INTERFACE_NAME = re.compile(r"\A(?!\.{1,2}\Z)[A-Za-z0-9_.-]{1,15}\Z")
 WEB_PORTS = (80, 443)
+DEFAULT_PROXY_PORT, DEFAULT_METRICS_PORT = 8080, 9464  # also `gatekeeper serve`'s without a file
 # proxy: keys -> defaults (the pac_port listener is off unless configured)
 DEFAULT_PORTS: dict[str, int | None] = {
-    "port": 8080, "transparent_port": 8081, "metrics_port": 9464, "pac_port": None,
+    "port": DEFAULT_PROXY_PORT, "transparent_port": 8081, "metrics_port": DEFAULT_METRICS_PORT,
+    "pac_port": None,
 }
 
 
@@ -209,36 +209,6 @@ def _host(f: FileChecker, node: Node, what: str) -> str | None:
     except ValueError:
         f.error(node, f"{what} {text!r} is not an IP address or host name")
         return None
-
-
-def apply_serve_defaults(args: argparse.Namespace) -> bool:
-    """Fill the `gatekeeper serve` options left unset from `<config dir>/gateway.yaml`.
-
-    Flags given on the command line win; with no gateway.yaml the built-in defaults apply
-    (one regular proxy on 8080, metrics on 9464). So on the gateway the listeners always
-    match the firewall: explicit mode listens regular on `port` and transparent on
-    `transparent_port`, transparent mode transparent on `port`. False (problems printed to
-    stderr) when gateway.yaml is invalid.
-    """
-    cfg = None
-    if gateway_file(args.config_dir).exists():
-        try:
-            cfg = load_gateway(args.config_dir)
-        except ConfigError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-            return False
-    if args.mode is None:
-        args.mode = cfg.serve_modes() if cfg else ["regular"]
-    if args.listen_port is None:
-        args.listen_port = cfg.proxy_port if cfg else DEFAULT_PORTS["port"]
-    if args.metrics_port is None:
-        args.metrics_port = cfg.metrics_port if cfg else DEFAULT_PORTS["metrics_port"]
-    if args.pac_port is None and cfg and cfg.pac_port:
-        args.pac_port = cfg.pac_port
-    if args.pac_proxy is None and cfg:
-        args.pac_proxy = cfg.pac_proxy()
-    return True
 
 
 # --- nftables -------------------------------------------------------------------------------

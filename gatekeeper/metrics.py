@@ -104,12 +104,12 @@ class Metrics:
             ("result",),
             registry=r,
         )
-        self.config_last_success = Gauge(
+        self.config_loaded_at = Gauge(
             "gatekeeper_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
             registry=r,
         )
-        self.config_last_successful = Gauge(
+        self.config_load_ok = Gauge(
             "gatekeeper_config_last_reload_successful",
             "1 if the last attempt to load the configuration succeeded, 0 if it failed (the "
             "previous policy is still in force). Alert on 0: fix the file named in the log.",

@@ -146,13 +146,13 @@ class PolicyReloader:
 
     def _failed(self) -> None:
         self.metrics.config_reloads.labels("failure").inc()
-        self.metrics.config_last_successful.set(0)
+        self.metrics.config_load_ok.set(0)
 
     def _install(self, policy: Policy) -> None:
         self.holder.policy = policy
         self.metrics.config_reloads.labels("success").inc()
-        self.metrics.config_last_successful.set(1)
-        self.metrics.config_last_success.set(time.time())
+        self.metrics.config_load_ok.set(1)
+        self.metrics.config_loaded_at.set(time.time())
         self.metrics.set_policy(policy.sha256)
         self.on_change(policy)
 

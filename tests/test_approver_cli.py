@@ -1,6 +1,6 @@
-"""The approver's commands, run as the installed `gatekeeper` console script against real
-approvals.yaml files and real state databases in temporary directories; one test against a
-running proxy."""
+"""The approver's commands against real approvals.yaml files and real state databases in
+temporary directories: in process through `gatekeeper.cli.main(argv)`, and as the installed
+`gatekeeper` console script in the one test against a running proxy."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from support import configs
+from support.cli import run_main
 
 from gatekeeper.config.loader import load_policy
 from gatekeeper.state import (
@@ -37,19 +38,23 @@ TIMEOUT = 10
 
 
 class Approver:
-    """Runs `gatekeeper COMMAND --config-dir ... --state-dir ...` and opens the same files."""
+    """Runs `gatekeeper COMMAND --config-dir ... --state-dir ...` and opens the same files: in
+    process with `capsys` capturing its output, else as the installed console script."""
 
-    def __init__(self, config_dir: Path, state_dir: Path) -> None:
+    def __init__(self, config_dir: Path, state_dir: Path,
+                 capsys: pytest.CaptureFixture[str] | None = None) -> None:
         self.config_dir = config_dir
         self.state_dir = state_dir
         self.approvals = config_dir / "approvals.yaml"
+        self.capsys = capsys
 
     def run(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(GATEKEEPER), command, "--config-dir", str(self.config_dir),
-             "--state-dir", str(self.state_dir), *args],
-            capture_output=True, text=True, timeout=60, check=False,
-        )
+        argv = [command, "--config-dir", str(self.config_dir),
+                "--state-dir", str(self.state_dir), *args]
+        if self.capsys is None:
+            return subprocess.run([str(GATEKEEPER), *argv], capture_output=True, text=True,
+                                  timeout=60, check=False)
+        return run_main(self.capsys, argv)
 
     def ok(self, command: str, *args: str) -> str:
         done = self.run(command, *args)
@@ -79,10 +84,10 @@ class Approver:
 
 
 @pytest.fixture
-def gk_cli(tmp_path: Path) -> Approver:
+def gk_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Approver:
     """The repository's config/ copied into a tmp dir, and an empty state database."""
     config = Path(shutil.copytree(REPO_CONFIG, tmp_path / "config"))
-    approver = Approver(config, tmp_path / "state")
+    approver = Approver(config, tmp_path / "state", capsys)
     approver.db().close()
     return approver
 
@@ -306,7 +311,7 @@ LINKEDIN_TERMS = "https://www.linkedin.com/legal/user-agreement"
 
 
 @pytest.fixture
-def reviewed(tmp_path: Path) -> Approver:
+def reviewed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Approver:
     """A scripted month: grants with dates around today, requests, blocks, audited actions,
     grant use and acknowledgements, recorded the way the proxy records them."""
     services = configs.services_doc(linkedin={
@@ -318,7 +323,7 @@ def reviewed(tmp_path: Path) -> Approver:
         configs.grant("bob", "x", approved_on=TODAY - dt.timedelta(days=5)),
     ]
     approver = Approver(configs.write_config(tmp_path / "config", services=services,
-                                             approvals=approvals), tmp_path / "state")
+                                             approvals=approvals), tmp_path / "state", capsys)
     hour = dt.timedelta(hours=1)
     with approver.db() as db:
         db.submit_request("carol", "x", "Watch the health ministry's posts", NOW - 3 * hour)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
+from support import configs
 
 from gatekeeper.config.loader import load_policy
 from gatekeeper.core.decision import decide
@@ -14,55 +14,32 @@ from gatekeeper.core.model import Decision, Mode, Reason, Verdict
 
 TODAY = dt.date(2026, 11, 28)
 
-SERVICES = """\
-services:
-  facebook:
-    name: Facebook
-    domains: [facebook.com, fbcdn.net]
-  linkedin:
-    name: LinkedIn
-    domains: [linkedin.com]
-  bucher:
-    name: Bücher
-    domains: [bücher.example]
-"""
+SERVICES = configs.services_doc(
+    linkedin={"name": "LinkedIn", "domains": ["linkedin.com"]},
+    bucher={"name": "Bücher", "domains": ["bücher.example"]},
+)
+del SERVICES["services"]["x"]
 
-APPROVALS = """\
-approver: it.lead@clinic.example
-company_domains: [clinic.example]
-employees:
-  alice:
-    email: alice@clinic.example
-    addresses: [10.20.0.15]
-  bob:
-    email: bob@clinic.example
-    addresses: [10.30.0.0/24, "2001:db8::/64"]
-  carol:
-    email: carol@clinic.example
-grants:
-  - employee: alice
-    service: facebook
-    approved_by: it.lead@clinic.example
-    approved_on: 2026-11-01
-  - employee: carol
-    service: facebook
-    approved_by: it.lead@clinic.example
-    approved_on: 2026-01-01
-    expires: 2026-11-28
-  - employee: bob
-    service: bucher
-    approved_by: it.lead@clinic.example
-    approved_on: 2026-01-01
-    expires: 2026-11-29
-"""
+APPROVALS = configs.approvals_doc()
+APPROVALS["employees"] = {
+    "alice": configs.employee("alice", addresses=["10.20.0.15"]),
+    "bob": configs.employee("bob", addresses=["10.30.0.0/24", "2001:db8::/64"]),
+    "carol": configs.employee("carol"),
+}
+APPROVALS["grants"] = [
+    configs.grant("alice", "facebook", approved_on=dt.date(2026, 11, 1)),
+    configs.grant("carol", "facebook", approved_on=dt.date(2026, 1, 1),
+                  expires=dt.date(2026, 11, 28)),
+    configs.grant("bob", "bucher", approved_on=dt.date(2026, 1, 1),
+                  expires=dt.date(2026, 11, 29)),
+]
 
 
 @pytest.fixture(scope="module")
 def policy(tmp_path_factory: pytest.TempPathFactory):
-    config = tmp_path_factory.mktemp("config")
-    (config / "services.yaml").write_text(SERVICES)
-    (config / "approvals.yaml").write_text(APPROVALS)
-    return load_policy(Path(config))
+    config = configs.write_config(tmp_path_factory.mktemp("config"), services=SERVICES,
+                                  approvals=APPROVALS)
+    return load_policy(config)
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from support import configs
 
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
-from gatekeeper.core.accounts import normalize_user
 from gatekeeper.core.directory import DirectoryList, Person, compose, leaver_grants
+from gatekeeper.core.identifiers import normalize_user
 from gatekeeper.gateway import load_gateway
 
 REALMS = frozenset({"clinic", "clinic.example"})

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ import pytest
 import requests
 import yaml
 from support import configs
+from support.cli import run_main
 from support.ldap import SERVICE_DN, SERVICE_PASSWORD, STAFF_DN, SUFFIX, Slapd, available
-from support.proxy import BIN
 from support.waiting import wait_until
 
 from gatekeeper.state import StateDB
@@ -97,17 +98,10 @@ def assert_sign_in_refused(proxy, user: str, password: str, site) -> None:
         get(proxy, user, password, site.url("/"))
 
 
-def readyz(proxy) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"{proxy.metrics_url}/readyz", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "gatekeeper"), *args], capture_output=True, text=True,
-                          timeout=60)
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`gatekeeper ARGS...`, in process."""
+    return lambda *args: run_main(capsys, args)
 
 
 # --- sign-in ------------------------------------------------------------------------------------
@@ -206,7 +200,7 @@ def test_the_service_accounts_password_signs_in_nobody(gk, fake_sites, slapd, tm
 # --- the employee list --------------------------------------------------------------------------
 
 
-def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_path):
+def test_a_leaver_loses_access_within_one_refresh(gk, fake_sites, slapd, tmp_path, cli):
     proxy = start(gk, write_directory_config(tmp_path, slapd, refresh_seconds=1))
     x = fake_sites.x
     session = proxy.session("frank", PASSWORDS["frank"])
@@ -252,7 +246,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     proxy = start(gk, write_directory_config(tmp_path, slapd))
     facebook = fake_sites.facebook
     assert get(proxy, "erin", PASSWORDS["erin"], facebook.url("/")).status_code == 200
-    status, body = readyz(proxy)
+    status, body = proxy.readyz()
     assert status == 200 and "directory: ok, 4 accounts" in body
 
     slapd.stop()
@@ -260,7 +254,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     proxy.wait_for_metric("gatekeeper_directory_refreshes_total", 1, result="failure")
     assert proxy.metric("gatekeeper_directory_up") == 0
     assert proxy.metric("gatekeeper_directory_employees") == 3  # the last good list
-    status, body = readyz(proxy)
+    status, body = proxy.readyz()
     assert status == 200
     assert "directory: not answering since" in body and "keeping the list of" in body
     failed = proxy.wait_for_log(lambda e: e.get("event") == "directory_refresh_failed")
@@ -286,7 +280,7 @@ def test_directory_down_keeps_the_last_good_list_and_nothing_hangs(gk, fake_site
     again = gk(proxy.config_dir, args=REGULAR)
     again.wait_for_metric("gatekeeper_directory_refreshes_total", 1, result="failure")
     assert again.metric("gatekeeper_directory_employees") == 3
-    assert "keeping the list of" in readyz(again)[1]
+    assert "keeping the list of" in again.readyz()[1]
 
 
 def test_a_slow_directory_delays_nobody_else(gk, fake_sites, slapd, tmp_path):
@@ -332,7 +326,7 @@ def test_a_slow_directory_delays_nobody_else(gk, fake_sites, slapd, tmp_path):
 # --- commands -----------------------------------------------------------------------------------
 
 
-def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_path):
+def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_path, cli):
     config = write_directory_config(tmp_path, slapd)
     offline = cli("check", "--config-dir", str(config))
     assert offline.returncode == 0, offline.stderr
@@ -360,7 +354,7 @@ def test_check_validates_the_section_and_online_counts_the_employees(slapd, tmp_
     assert down.returncode == 1 and "cannot read the employees" in down.stderr
 
 
-def test_explain_grant_and_requests_name_directory_people(gk, fake_sites, slapd, tmp_path):
+def test_explain_grant_and_requests_name_directory_people(gk, fake_sites, slapd, tmp_path, cli):
     proxy = start(gk, write_directory_config(tmp_path, slapd))
     dirs = ["--config-dir", str(proxy.config_dir), "--state-dir", str(proxy.state_dir)]
 
@@ -435,7 +429,7 @@ def test_tls_to_the_directory_with_a_ca_file(gk, fake_sites, slapd, tmp_path, tr
     assert_sign_in_refused(proxy, "erin", "wrong", fake_sites.facebook)
 
 
-def test_a_directory_certificate_from_an_unknown_ca_is_refused(slapd, tmp_path):
+def test_a_directory_certificate_from_an_unknown_ca_is_refused(slapd, tmp_path, cli):
     config = write_directory_config(tmp_path, slapd, url=slapd.ldaps_url)  # no ca_file
     refused = cli("check", "--online", "--config-dir", str(config))
     assert refused.returncode == 1

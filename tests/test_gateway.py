@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper import firewall
+from gatekeeper.cli import firewall
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.gateway import GatewayMode, load_gateway, render_ruleset
 

@@ -15,7 +15,8 @@ import pytest
 from support import configs
 from support.proxy import free_port, port_open
 
-from gatekeeper import cli, pac
+from gatekeeper import cli
+from gatekeeper import pacfile as pac
 from gatekeeper.config.loader import load_policy
 
 NODE = shutil.which("node")

@@ -3,51 +3,39 @@ edit can be broken. Waits on conditions, never on fixed sleeps."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.waiting import eventually
 
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import Metrics
 from gatekeeper.reload import PolicyHolder, PolicyReloader
 
-SERVICES = """\
-services:
-  facebook:
-    name: Facebook
-    domains: [facebook.com]
-  linkedin:
-    name: LinkedIn
-    domains: [linkedin.com]
-"""
+SERVICES = configs.to_yaml({"services": {
+    "facebook": {"name": "Facebook", "domains": ["facebook.com"]},
+    "linkedin": {"name": "LinkedIn", "domains": ["linkedin.com"]},
+}})
 
-APPROVALS = """\
-approver: it.lead@clinic.example
-company_domains: [clinic.example]
-employees:
-  alice:
-    email: alice@clinic.example
-grants:
-  - employee: alice
-    service: linkedin
-    approved_by: it.lead@clinic.example
-    approved_on: 2026-11-20
-"""
 
+def _approvals(*grants: dict) -> str:
+    doc = configs.approvals_doc()
+    doc["employees"] = {"alice": configs.employee("alice")}
+    doc["grants"] = list(grants)
+    return configs.to_yaml(doc)
+
+
+ALICE_LINKEDIN = configs.grant("alice", "linkedin", approved_on=dt.date(2026, 11, 20))
+APPROVALS = _approvals(ALICE_LINKEDIN)
 # The same file granting facebook too: the change every save pattern must deliver.
-APPROVALS_MORE = APPROVALS + """\
-  - employee: alice
-    service: facebook
-    approved_by: it.lead@clinic.example
-    approved_on: 2026-11-21
-"""
+APPROVALS_MORE = _approvals(
+    ALICE_LINKEDIN, configs.grant("alice", "facebook", approved_on=dt.date(2026, 11, 21)))
 
 ENFORCED_WITHIN = 1.0  # seconds from the save to the new policy in force (issue contract)
-
-
 
 
 class Watched:

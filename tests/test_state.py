@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import configs
 
 from gatekeeper import state
 from gatekeeper.config.loader import load_policy
@@ -30,6 +31,7 @@ from gatekeeper.state import (
     StateDB,
     StateError,
     UnknownRequestError,
+    schema,
 )
 
 T0 = dt.datetime(2027, 3, 1, 9, 0, tzinfo=dt.UTC)
@@ -91,13 +93,13 @@ def test_files_are_private_and_wal(state_dir: Path) -> None:
 
 
 def test_fresh_database_has_every_migration(db: StateDB) -> None:
-    assert db.schema_version == len(state.MIGRATIONS) >= 1
+    assert db.schema_version == len(schema.MIGRATIONS) >= 1
 
 
 def test_newer_database_is_refused(state_dir: Path) -> None:
     StateDB(state_dir).close()
     with sqlite3.connect(state_dir / "gatekeeper.db") as raw:
-        raw.execute(f"PRAGMA user_version = {len(state.MIGRATIONS) + 1}")
+        raw.execute(f"PRAGMA user_version = {len(schema.MIGRATIONS) + 1}")
     with pytest.raises(StateError, match="newer gatekeeper"):
         StateDB(state_dir)
 
@@ -115,21 +117,21 @@ def test_new_migration_applies_once_and_keeps_data(
     with StateDB(state_dir) as db:
         request, _ = db.submit_request("alice", "facebook", "campaign", at())
     extra = "ALTER TABLE access_requests ADD COLUMN channel TEXT; CREATE TABLE extra (a TEXT);"
-    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, extra))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, extra))
     with StateDB(state_dir) as db:
-        assert db.schema_version == len(state.MIGRATIONS)
+        assert db.schema_version == len(schema.MIGRATIONS)
         assert db.get_request(request.id).justification == "campaign"
     with StateDB(state_dir) as db:  # applied already: not run again (it would fail)
-        assert db.schema_version == len(state.MIGRATIONS)
+        assert db.schema_version == len(schema.MIGRATIONS)
 
 
 def test_failing_migration_rolls_back_whole(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     StateDB(state_dir).close()
-    version = len(state.MIGRATIONS)
+    version = len(schema.MIGRATIONS)
     broken = "CREATE TABLE half_done (a TEXT); CREATE TABLE half_done (a TEXT);"
-    monkeypatch.setattr(state, "MIGRATIONS", (*state.MIGRATIONS, broken))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
     with pytest.raises(StateError):
         StateDB(state_dir)
     with sqlite3.connect(state_dir / "gatekeeper.db") as raw:
@@ -467,38 +469,22 @@ def test_threads_share_one_connection(db: StateDB) -> None:
 
 # --- the access review ----------------------------------------------------------------------
 
-SERVICES = """\
-services:
-  facebook:
-    name: Facebook
-    domains: [facebook.com]
-    terms_url: https://www.facebook.com/terms.php
-  linkedin:
-    name: LinkedIn
-    domains: [linkedin.com]
-  x:
-    name: X
-    domains: [x.com]
-"""
+SERVICES = configs.services_doc(
+    facebook={"name": "Facebook", "domains": ["facebook.com"],
+              "terms_url": "https://www.facebook.com/terms.php"},
+    linkedin={"name": "LinkedIn", "domains": ["linkedin.com"]},
+    x={"name": "X", "domains": ["x.com"]},
+)
 
-APPROVALS = """\
-approver: it.lead@clinic.example
-company_domains: [clinic.example]
-employees:
-  alice: {email: alice@clinic.example}
-  bob: {email: bob@clinic.example}
-  carol: {email: carol@clinic.example}
-  dave: {email: dave@clinic.example}
-grants:
-  - {employee: alice, service: x, approved_by: it.lead@clinic.example,
-     approved_on: 2026-10-01, expires: 2027-03-20}
-  - {employee: bob, service: facebook, approved_by: it.lead@clinic.example,
-     approved_on: 2026-06-01, require_terms: true}
-  - {employee: carol, service: linkedin, approved_by: it.lead@clinic.example,
-     approved_on: 2026-06-01}
-  - {employee: dave, service: linkedin, approved_by: it.lead@clinic.example,
-     approved_on: 2026-01-01, expires: 2027-01-01}
-"""
+APPROVALS = configs.approvals_doc()
+APPROVALS["employees"]["dave"] = configs.employee("dave")
+APPROVALS["grants"] = [
+    configs.grant("alice", "x", approved_on=dt.date(2026, 10, 1), expires=dt.date(2027, 3, 20)),
+    configs.grant("bob", "facebook", approved_on=dt.date(2026, 6, 1), require_terms=True),
+    configs.grant("carol", "linkedin", approved_on=dt.date(2026, 6, 1)),
+    configs.grant("dave", "linkedin", approved_on=dt.date(2026, 1, 1),
+                  expires=dt.date(2027, 1, 1)),
+]
 
 
 def scripted_session(db: StateDB) -> dict[str, str]:
@@ -540,10 +526,7 @@ def test_review_from_a_scripted_session(db: StateDB, tmp_path: Path) -> None:
     ]
     assert [(a.employee, a.action) for a in data.audited] == [("bob", "group_created")]
 
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "services.yaml").write_text(SERVICES)
-    (config / "approvals.yaml").write_text(APPROVALS)
+    config = configs.write_config(tmp_path / "config", services=SERVICES, approvals=APPROVALS)
     report = review_report(load_policy(config), data, T0.date())
     assert json.loads(json.dumps(report)) == report
     assert [(g["employee"], g["service"], g["days_left"]) for g in report["grants"]] == [
@@ -576,10 +559,8 @@ def test_review_from_a_scripted_session(db: StateDB, tmp_path: Path) -> None:
 
 
 def test_review_of_an_empty_database(db: StateDB, tmp_path: Path) -> None:
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "services.yaml").write_text(SERVICES)
-    (config / "approvals.yaml").write_text(APPROVALS.split("grants:")[0])
+    no_grants = {key: value for key, value in APPROVALS.items() if key != "grants"}
+    config = configs.write_config(tmp_path / "config", services=SERVICES, approvals=no_grants)
     report = review_report(load_policy(config), db.review(at(days=-30)), T0.date())
     assert report["grants"] == report["pending_requests"] == report["blocked_attempts"] == []
     assert "Pending requests (0)\n  none" in format_review_text(report)

@@ -26,7 +26,7 @@ from gatekeeper.state import (
     deadline,
     integrity_problems,
 )
-from gatekeeper.state_worker import (
+from gatekeeper.state.worker import (
     GRACE_SECONDS,
     StateOperationError,
     StateWorker,

@@ -30,8 +30,8 @@ from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core import credentials
-from gatekeeper.core.accounts import mask_identifier
 from gatekeeper.core.hosts import normalize_host
+from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
     Form,
     LoginCheck,
@@ -52,7 +52,7 @@ from gatekeeper.core.logins import (
 )
 from gatekeeper.core.model import Decision, Reason, Service, Verdict
 from gatekeeper.state import SessionCache, load_secret
-from gatekeeper.state_worker import StateOperationError, StateWorker
+from gatekeeper.state.worker import StateOperationError, StateWorker
 
 DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
 # After a company login is allowed, session cookies the service sets for this employee are

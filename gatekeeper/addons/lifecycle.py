@@ -10,7 +10,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 import gatekeeper
-from gatekeeper import pac
+from gatekeeper import pacfile as pac
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy

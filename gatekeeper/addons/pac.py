@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mitmproxy import ctx
 
-from gatekeeper import pac
+from gatekeeper import pacfile as pac
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.metrics import AdminServer
 

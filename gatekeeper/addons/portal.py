@@ -43,7 +43,7 @@ from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
 from gatekeeper.notify import Notifier, messages
 from gatekeeper.state import AccessRequest, StateDB, confirm_written
-from gatekeeper.state_worker import StateOperationError
+from gatekeeper.state.worker import StateOperationError
 
 DEFAULT_REQUESTS_PER_HOUR = 5
 

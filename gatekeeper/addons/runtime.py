@@ -18,7 +18,7 @@ from gatekeeper.logs import get_logger
 from gatekeeper.metrics import AdminServer, Metrics, Reply
 from gatekeeper.reload import PolicyHolder
 from gatekeeper.state import DB_FILE, Event, StateDB, StateError, load_secret
-from gatekeeper.state_worker import Job, StateWorker, fault_kind
+from gatekeeper.state.worker import Job, StateWorker, fault_kind
 
 if TYPE_CHECKING:
     from gatekeeper.directory.live import LiveDirectory

@@ -38,7 +38,7 @@ from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Decision, Policy, Reason, Verdict
 from gatekeeper.state import StateDB, confirm_written
-from gatekeeper.state_worker import StateOperationError
+from gatekeeper.state.worker import StateOperationError
 
 
 class Terms:

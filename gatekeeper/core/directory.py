@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gatekeeper.core.accounts import normalize_user
+from gatekeeper.core.identifiers import normalize_user
 from gatekeeper.core.model import Employee, Grant, Policy
 
 # What an employee id may look like (as in approvals.yaml, but ids from the directory are

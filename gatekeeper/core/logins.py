@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from gatekeeper.core.accounts import normalize_identifier
+from gatekeeper.core.identifiers import normalize_identifier
 from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service, SessionTokens
 from gatekeeper.core.paths import canonical_path
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
 
-from gatekeeper.core.accounts import normalize_user
 from gatekeeper.core.hosts import DomainIndex
+from gatekeeper.core.identifiers import normalize_user
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

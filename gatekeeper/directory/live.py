@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 
-from gatekeeper.core.accounts import normalize_user
 from gatekeeper.core.directory import DirectoryList, compose
+from gatekeeper.core.identifiers import normalize_user
 from gatekeeper.core.model import Policy
 from gatekeeper.directory.client import DirectoryUnavailableError, check_password, fetch_people
 from gatekeeper.directory.settings import DirectorySettings

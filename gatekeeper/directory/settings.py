@@ -13,7 +13,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatekeeper.config.loader import FileChecker
+from gatekeeper.config.checker import FileChecker
 from gatekeeper.config.yamlsrc import Node
 
 PRESETS: dict[str, dict[str, str]] = {

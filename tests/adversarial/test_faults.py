@@ -18,8 +18,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from test_portal_e2e import (
 )
 
 from gatekeeper.state import DB_FILE, StateDB
-from gatekeeper.state_worker import DEADLINE_SECONDS, GRACE_SECONDS
+from gatekeeper.state.worker import DEADLINE_SECONDS, GRACE_SECONDS
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
 
@@ -71,17 +69,6 @@ def assert_not_recorded(reply: requests.Response) -> None:
 def pending(proxy) -> list[tuple[str, str]]:
     with StateDB(proxy.state_dir) as db:
         return [(r.employee, r.service) for r in db.pending_requests()]
-
-
-def readyz(proxy) -> tuple[int, str]:
-    """/readyz's status and text; (0, "") while nothing listens yet."""
-    try:
-        with urllib.request.urlopen(f"{proxy.metrics_url}/readyz", timeout=5) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def state_errors(proxy, **labels: str) -> float:
@@ -212,7 +199,7 @@ def test_a_locked_database_answers_not_recorded_in_time_and_stalls_nobody(gk, fa
                                and e.get("operation") == "request_access")
     assert fault["kind"] in ("locked", "timeout")
     assert proxy.events("access_request_not_recorded")[0]["employee"] == "bob"
-    assert readyz(proxy)[0] == 200  # a lock is no damage
+    assert proxy.readyz()[0] == 200  # a lock is no damage
 
     # The lock is gone: the next submission is recorded and the approver can list it.
     assert outcome(form_post(proxy, fake_sites.facebook)) == (200, "request_recorded")
@@ -318,7 +305,7 @@ def test_a_database_damaged_while_running_is_never_confirmed(gk, fake_sites):
 
     reply = form_post(proxy, fake_sites.facebook)
     assert_not_recorded(reply)  # never "request_recorded" for a request nobody can list
-    status, text = readyz(proxy)
+    status, text = proxy.readyz()
     assert status == 503
     assert f"state database {db} is damaged" in text and "not a database" in text
     assert proxy.metric("gatekeeper_state_healthy") == 0
@@ -341,9 +328,9 @@ def test_starting_on_a_damaged_database_reports_the_quick_check(gk, fake_sites, 
     damage_table(state_dir / DB_FILE, "access_requests")
 
     proxy = gk(args=AUTH_ANY, wait=False)
-    wait_until(lambda: readyz(proxy)[0] == 503 and "damaged" in readyz(proxy)[1],
+    wait_until(lambda: proxy.readyz()[0] == 503 and "damaged" in proxy.readyz()[1],
                "/readyz naming the damage")
-    text = readyz(proxy)[1]
+    text = proxy.readyz()[1]
     assert f"state database {state_dir / DB_FILE} is damaged" in text, text
     assert proxy.metric("gatekeeper_state_healthy") == 0
     # It enforces the policy all the same, and says honestly that nothing can be recorded.
@@ -360,8 +347,8 @@ def test_starting_on_a_file_that_is_not_a_database_still_enforces(gk, fake_sites
     (state_dir / DB_FILE).write_bytes(os.urandom(64 * 1024))
 
     proxy = gk(args=AUTH_ANY, wait=False)
-    wait_until(lambda: "not a database" in readyz(proxy)[1], "/readyz naming the damage")
-    assert readyz(proxy)[0] == 503
+    wait_until(lambda: "not a database" in proxy.readyz()[1], "/readyz naming the damage")
+    assert proxy.readyz()[0] == 503
     assert proxy.metric("gatekeeper_state_healthy") == 0
     others = OtherClients(proxy, fake_sites)
     others.allowed()

@@ -224,6 +224,16 @@ class ProxyProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}"
 
+    def readyz(self) -> tuple[int, str]:
+        """/readyz's status and text; (0, "") while nothing listens yet."""
+        try:
+            with urllib.request.urlopen(f"{self.metrics_url}/readyz", timeout=5) as reply:
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
     @property
     def ca_cert(self) -> Path:
         """The proxy's CA certificate (PEM), which clients must trust for governed sites."""

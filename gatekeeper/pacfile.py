@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-import sys
 import urllib.parse
 from collections.abc import Callable
-from pathlib import Path
 
-from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import Reply, Route
 from gatekeeper.pages import render
@@ -87,62 +84,3 @@ def proxy_for(options) -> str | None:
         if isinstance(mode, RegularMode) and host not in WILDCARD_HOSTS:
             return proxy_address(f"{host}:{mode.listen_port(options.listen_port)}")
     return None
-
-
-# --- command line ---------------------------------------------------------------------------
-
-
-def add_pac_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """`gatekeeper serve` options for the PAC file."""
-    parser.add_argument(
-        "--pac-proxy", type=proxy_address, metavar="HOST:PORT",
-        help="proxy address the PAC file names (default: proxy.address:port from gateway.yaml, "
-        "else the regular listener)")
-    parser.add_argument(
-        "--pac-host", default="", metavar="H",
-        help="address of a separate listener serving only the PAC file (default: --listen-host)")
-    parser.add_argument(
-        "--pac-port", type=int, metavar="P",
-        help="port of that listener (default: proxy.pac_port in gateway.yaml, else none: the "
-        "PAC file is served on the metrics listener only)")
-
-
-def add_pac_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """`gatekeeper pac [--config-dir DIR] [--proxy HOST:PORT]`."""
-    from gatekeeper.cli import config_dir_arg
-
-    parser = subparsers.add_parser(
-        "pac", help="print the proxy auto-configuration (PAC) file",
-        description="Print the PAC file `gatekeeper serve` serves at /proxy.pac and /wpad.dat: "
-        "the catalog's domains go to the proxy, everything else DIRECT.",
-    )
-    config_dir_arg(parser)
-    parser.add_argument(
-        "--proxy", type=proxy_address, metavar="HOST:PORT",
-        help=f"proxy address (default: proxy.address:port from gateway.yaml, else {DEFAULT_PROXY})")
-    parser.set_defaults(handler=run_pac)
-    return parser
-
-
-def run_pac(args: argparse.Namespace) -> int:
-    from gatekeeper.cli import load_or_report
-    from gatekeeper.gateway import GatewayMode, gateway_file, load_gateway
-
-    policy = load_or_report(args.config_dir)
-    if policy is None:
-        return 1
-    proxy = args.proxy
-    if proxy is None and gateway_file(Path(args.config_dir)).exists():
-        try:
-            gateway = load_gateway(args.config_dir)
-        except ConfigError as e:
-            for problem in e.problems:
-                print(problem, file=sys.stderr)
-            return 1
-        if gateway.mode is GatewayMode.TRANSPARENT:
-            print("gatekeeper pac: gateway.yaml is in transparent mode: browsers need no PAC "
-                  "file (give --proxy to print one anyway)", file=sys.stderr)
-            return 1
-        proxy = gateway.pac_proxy()
-    sys.stdout.write(render_pac(policy, proxy or DEFAULT_PROXY).decode())
-    return 0

@@ -13,11 +13,9 @@ One `StateDB` may be shared by threads: its methods serialize on a lock. A threa
 its operations in time (`deadline`): waiting for the lock, for another process's write lock and
 the commit itself all give up with `StateTimeoutError` when the deadline passes, so a caller never
 waits longer than it chose (the proxy's event loop never waits at all: see
-gatekeeper.state_worker).
+gatekeeper.state.worker).
 
-The schema grows by appending to `MIGRATIONS`, never by editing an entry: `PRAGMA user_version`
-counts the entries applied, each is applied in its own transaction, and a database written by a
-newer gatekeeper is refused rather than misread.
+The schema is `gatekeeper.state.schema`; session bindings are `gatekeeper.state.sessions`.
 
 Privacy: nothing here stores passwords, cookie values, bodies or URLs of non-social sites. The
 only URL kept is a governed service's Terms-of-Use URL from the catalog.
@@ -26,141 +24,48 @@ only URL kept is a governed service's Terms-of-Use URL from the catalog.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import os
 import secrets
 import sqlite3
 import threading
 import time
-import unicodedata
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DB_FILE = "gatekeeper.db"
-SECRET_FILE = "secret.key"
-SECRET_BYTES = 32
-BUSY_TIMEOUT_MS = 5000
-MAX_JUSTIFICATION = 500
-KEEP_BINDINGS = 5  # session bindings kept per (employee, service): one per device, roughly
-PRIORITY_REASONS = ("personal_account", "account_mismatch")  # listed first in the review
-
-PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
-DECISIONS = (APPROVED, DENIED, WITHDRAWN)
-
-# Request ids are typed by a person: Crockford's base32 (no i, l, o, u), 8 characters.
-ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-ID_LENGTH = 8
-_ID_TYPOS = str.maketrans({"i": "1", "l": "1", "o": "0", "-": None, " ": None})
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema. Times are UTC text `YYYY-MM-DDTHH:MM:SS.ffffffZ` (sortable).
-    """
-    CREATE TABLE access_requests (
-        id              TEXT PRIMARY KEY,
-        employee        TEXT NOT NULL,
-        service         TEXT NOT NULL,
-        justification   TEXT NOT NULL,
-        created         TEXT NOT NULL,
-        updated         TEXT NOT NULL,
-        status          TEXT NOT NULL
-                        CHECK (status IN ('pending', 'approved', 'denied', 'withdrawn')),
-        decided_by      TEXT,
-        decided_on      TEXT,
-        decision_reason TEXT
-    );
-    -- at most one pending request per (employee, service): a second one updates it
-    CREATE UNIQUE INDEX access_requests_one_pending
-        ON access_requests (employee, service) WHERE status = 'pending';
-    CREATE INDEX access_requests_by_employee ON access_requests (employee, updated);
-
-    CREATE TABLE terms_acknowledgements (
-        employee        TEXT NOT NULL,
-        service         TEXT NOT NULL,
-        terms_url       TEXT NOT NULL,
-        acknowledged_at TEXT NOT NULL,
-        PRIMARY KEY (employee, service, terms_url)
-    );
-
-    -- digest = HMAC-SHA256(secret.key, service NUL cookie value): never the value itself
-    CREATE TABLE session_bindings (
-        service  TEXT NOT NULL,
-        digest   BLOB NOT NULL,
-        employee TEXT NOT NULL,
-        bound_at TEXT NOT NULL,
-        PRIMARY KEY (service, digest)
-    );
-    CREATE INDEX session_bindings_by_owner ON session_bindings (employee, service, bound_at);
-
-    -- blocked requests, counted per UTC day so that a blocked page's many requests stay one row
-    CREATE TABLE blocked_daily (
-        day      TEXT NOT NULL,
-        employee TEXT NOT NULL,  -- '' when the employee is unknown
-        service  TEXT NOT NULL,
-        reason   TEXT NOT NULL,
-        count    INTEGER NOT NULL,
-        first_at TEXT NOT NULL,
-        last_at  TEXT NOT NULL,
-        PRIMARY KEY (day, employee, service, reason)
-    );
-
-    CREATE TABLE audited_actions (
-        id       INTEGER PRIMARY KEY,
-        employee TEXT NOT NULL,
-        service  TEXT NOT NULL,
-        action   TEXT NOT NULL,
-        at       TEXT NOT NULL
-    );
-    CREATE INDEX audited_actions_at ON audited_actions (at);
-
-    CREATE TABLE grant_usage (
-        employee  TEXT NOT NULL,
-        service   TEXT NOT NULL,
-        last_seen TEXT NOT NULL,
-        PRIMARY KEY (employee, service)
-    );
-
-    CREATE TABLE notifications (
-        id           INTEGER PRIMARY KEY,
-        request_id   TEXT NOT NULL REFERENCES access_requests (id),
-        channel      TEXT NOT NULL,
-        payload      TEXT NOT NULL,
-        created      TEXT NOT NULL,
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt TEXT NOT NULL,
-        sent_at      TEXT,
-        last_error   TEXT
-    );
-    CREATE INDEX notifications_due ON notifications (next_attempt) WHERE sent_at IS NULL;
-    """,
+from gatekeeper.state import schema
+from gatekeeper.state.errors import (
+    RequestDecidedError,
+    StateCorruptError,
+    StateError,
+    StateTimeoutError,
+    UnknownRequestError,
 )
+from gatekeeper.state.files import create_private_file, ensure_private_dir
+from gatekeeper.state.records import (
+    DECISIONS,
+    ID_ALPHABET,
+    ID_LENGTH,
+    PENDING,
+    PRIORITY_REASONS,
+    AccessRequest,
+    Acknowledgement,
+    AuditedAction,
+    Binding,
+    BlockedAttempt,
+    BlockedSummary,
+    Event,
+    Notification,
+    ReviewData,
+    clean_justification,
+    clean_line,
+    normalize_request_id,
+)
+from gatekeeper.state.sessions import KEEP_BINDINGS
 
-
-class StateError(Exception):
-    """The state database cannot be used, or an operation on it is refused."""
-
-
-class StateTimeoutError(StateError):
-    """The operation's deadline passed before it could finish; nothing was changed."""
-
-
-class StateCorruptError(StateError):
-    """The database file does not hold what was just committed to it (it was damaged or
-    replaced under the running process)."""
-
-
-class UnknownRequestError(StateError):
-    """No access request has this id."""
-
-
-class RequestDecidedError(StateError):
-    """The access request was already approved, denied or withdrawn."""
-
+DB_FILE = "gatekeeper.db"
+BUSY_TIMEOUT_MS = 5000
 
 # --- deadlines ------------------------------------------------------------------------------
 
@@ -194,156 +99,6 @@ def _remaining_ms(at: float) -> int:
     return max(1, int(remaining * 1000))
 
 
-# --- values ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AccessRequest:
-    id: str
-    employee: str
-    service: str
-    justification: str
-    created: dt.datetime
-    updated: dt.datetime  # last submitted or updated by the employee (not by the decision)
-    status: str
-    decided_by: str | None = None
-    decided_on: dt.datetime | None = None
-    decision_reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The object `gatekeeper requests --json` prints."""
-        return {
-            "id": self.id,
-            "employee": self.employee,
-            "service": self.service,
-            "justification": self.justification,
-            "created": _iso(self.created),
-            "updated": _iso(self.updated),
-            "status": self.status,
-            "decided_by": self.decided_by,
-            "decided_on": _iso(self.decided_on),
-            "decision_reason": self.decision_reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledgement:
-    employee: str
-    service: str
-    terms_url: str
-    acknowledged_at: dt.datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "employee": self.employee,
-            "service": self.service,
-            "terms_url": self.terms_url,
-            "acknowledged_at": _iso(self.acknowledged_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    """A session cookie value (as its keyed hash) bound to the employee who signed in."""
-
-    service: str
-    digest: bytes
-    employee: str
-    bound_at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class BlockedAttempt:
-    """A blocked request; `employee` is None when the proxy could not tell who it was."""
-
-    employee: str | None
-    service: str
-    reason: str
-    at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AuditedAction:
-    employee: str
-    service: str
-    action: str
-    at: dt.datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "employee": self.employee,
-            "service": self.service,
-            "action": self.action,
-            "at": _iso(self.at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class GrantUse:
-    """An allowed request under a grant: only the latest per (employee, service) is kept."""
-
-    employee: str
-    service: str
-    at: dt.datetime
-
-
-Event = BlockedAttempt | AuditedAction | GrantUse
-
-
-@dataclass(frozen=True, slots=True)
-class BlockedSummary:
-    """Blocked attempts of one employee on one service for one reason, over a period."""
-
-    employee: str | None
-    service: str
-    reason: str
-    count: int
-    first_at: dt.datetime
-    last_at: dt.datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "employee": self.employee,
-            "service": self.service,
-            "reason": self.reason,
-            "count": self.count,
-            "first_at": _iso(self.first_at),
-            "last_at": _iso(self.last_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    """One message to the approver about a request, in the outbox until it is sent."""
-
-    id: int
-    request_id: str
-    channel: str
-    payload: str  # JSON text, built by the notifier
-    created: dt.datetime
-    attempts: int
-    next_attempt: dt.datetime
-    sent_at: dt.datetime | None = None
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReviewData:
-    """What `gatekeeper review` needs from the database; `gatekeeper.review` adds the policy."""
-
-    since: dt.datetime
-    pending: tuple[AccessRequest, ...]
-    decided: tuple[AccessRequest, ...]  # decided since `since`
-    blocked: tuple[BlockedSummary, ...]  # per UTC day from since's day; priority reasons first
-    audited: tuple[AuditedAction, ...]  # since `since`, oldest first
-    acknowledgements: tuple[Acknowledgement, ...]
-    last_use: dict[tuple[str, str], dt.datetime]  # (employee, service) -> last allowed request
-    undelivered_notifications: int
-
-
-# --- the database ---------------------------------------------------------------------------
-
-
 class StateDB:
     """One connection to `<state_dir>/gatekeeper.db`; open one per process (or share by threads).
 
@@ -359,8 +114,8 @@ class StateDB:
         self._lock = threading.Lock()
         self._busy_timeout_ms = int(busy_timeout_ms)
         if not read_only:
-            _ensure_private_dir(self.state_dir)
-            _create_private_file(self.path)
+            ensure_private_dir(self.state_dir)
+            create_private_file(self.path)
         self._conn = sqlite3.connect(
             _read_only_uri(self.path) if read_only else self.path,
             uri=read_only,
@@ -405,20 +160,20 @@ class StateDB:
     def _migrate(self) -> None:
         """Apply the migrations this file lacks, each in its own transaction. An up-to-date
         file is only read: opening it needs no write lock (another process may hold it)."""
-        if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
-            for number, script in enumerate(MIGRATIONS, start=1):
+        if self._conn.execute("PRAGMA user_version").fetchone()[0] < len(schema.MIGRATIONS):
+            for number, script in enumerate(schema.MIGRATIONS, start=1):
                 with self._write() as conn:
                     version = conn.execute("PRAGMA user_version").fetchone()[0]
                     if version >= number:
                         continue
-                    for statement in _statements(script):
+                    for statement in schema.statements(script):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {number}")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
+        if version > len(schema.MIGRATIONS):
             raise StateError(
                 f"{self.path} has schema version {version}, but this gatekeeper only knows "
-                f"versions up to {len(MIGRATIONS)}: it was written by a newer gatekeeper; "
+                f"versions up to {len(schema.MIGRATIONS)}: it was written by a newer gatekeeper; "
                 f"upgrade gatekeeper (or restore a backup of the state directory)"
             )
 
@@ -559,7 +314,7 @@ class StateDB:
             conn.execute(
                 "UPDATE access_requests SET status = ?, decided_by = ?, decided_on = ?,"
                 " decision_reason = ? WHERE id = ?",
-                (status, by, _ts(now), _clean_line(reason) if reason else None, request_id),
+                (status, by, _ts(now), clean_line(reason) if reason else None, request_id),
             )
             return _request(_request_row(conn, request_id))
 
@@ -682,7 +437,7 @@ class StateDB:
             conn.execute(
                 "UPDATE notifications SET attempts = attempts + 1, next_attempt = ?,"
                 " last_error = ? WHERE id = ? AND sent_at IS NULL",
-                (_ts(retry_at), _clean_line(error)[:500], notification_id),
+                (_ts(retry_at), clean_line(error)[:500], notification_id),
             )
 
     # --- access review ----------------------------------------------------------------------
@@ -740,49 +495,6 @@ class StateDB:
         )
 
 
-class SessionCache:
-    """The proxy's in-memory view of the session bindings: a lookup never touches the disk.
-
-    Fill it from `StateDB.load_bindings()` at start; `bind` updates memory and returns the
-    `Binding` to persist with `StateDB.store_bindings` (which trims by the same rule), possibly
-    batched on a writer thread. Not thread-safe: use it from the event loop only.
-    """
-
-    def __init__(
-        self, secret: bytes, bindings: Iterable[Binding] = (), keep: int = KEEP_BINDINGS
-    ) -> None:
-        self._secret = secret
-        self._keep = keep
-        self._owner: dict[bytes, str] = {}  # digest (which includes the service) -> employee
-        self._recent: dict[tuple[str, str], OrderedDict[bytes, None]] = {}
-        for binding in bindings:  # oldest first, as load_bindings returns them
-            self._add(binding.service, binding.digest, binding.employee)
-
-    @classmethod
-    def from_db(cls, db: StateDB, keep: int = KEEP_BINDINGS) -> SessionCache:
-        return cls(load_secret(db.state_dir), db.load_bindings(), keep)
-
-    def owner(self, service: str, cookie_value: str) -> str | None:
-        """The employee this session value was bound to, or None if it never was."""
-        return self._owner.get(session_digest(self._secret, service, cookie_value))
-
-    def bind(self, service: str, cookie_value: str, employee: str, now: dt.datetime) -> Binding:
-        digest = session_digest(self._secret, service, cookie_value)
-        self._add(service, digest, employee)
-        return Binding(service, digest, employee, now)
-
-    def _add(self, service: str, digest: bytes, employee: str) -> None:
-        previous = self._owner.get(digest)
-        if previous is not None:
-            self._recent[(previous, service)].pop(digest, None)
-        self._owner[digest] = employee
-        recent = self._recent.setdefault((employee, service), OrderedDict())
-        recent[digest] = None
-        while len(recent) > self._keep:
-            oldest, _ = recent.popitem(last=False)
-            del self._owner[oldest]
-
-
 def confirm_written(db: StateDB, what: str, found: Callable[[StateDB], bool]) -> None:
     """Read back what was just committed through a fresh read-only connection, as the approver
     will; raises StateCorruptError (or the reader's sqlite3 error) when it is not there, so that
@@ -811,60 +523,6 @@ def integrity_problems(path: Path, *, limit: int = 5,
                 if line and not line.startswith("*** in database")]
     return [] if findings == ["ok"] else findings
 
-
-def session_digest(secret: bytes, service: str, cookie_value: str) -> bytes:
-    """HMAC-SHA256 of (service, cookie value): the same value on two services differs."""
-    message = service.encode() + b"\0" + cookie_value.encode("utf-8", "surrogateescape")
-    return hmac.new(secret, message, hashlib.sha256).digest()
-
-
-def load_secret(state_dir: Path) -> bytes:
-    """The binding key in `<state_dir>/secret.key`: created (0600, random) on first use.
-
-    Created under a temporary name and linked into place, so two processes starting at once
-    agree on one key and nobody ever reads a half-written file.
-    """
-    state_dir = Path(state_dir)
-    path = state_dir / SECRET_FILE
-    if not path.exists():
-        _ensure_private_dir(state_dir)
-        tmp = state_dir / f".{SECRET_FILE}.{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, os.urandom(SECRET_BYTES))
-            os.fsync(fd)
-            _match_dir_owner(fd, state_dir)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its key
-        finally:
-            tmp.unlink()
-    secret = path.read_bytes()
-    if len(secret) != SECRET_BYTES:
-        raise StateError(f"{path} must hold exactly {SECRET_BYTES} bytes (it is damaged)")
-    return secret
-
-
-def normalize_request_id(text: str) -> str:
-    """What a person typed as a request id, in the stored form (lowercase, typos forgiven)."""
-    return text.strip().lower().translate(_ID_TYPOS)
-
-
-def clean_justification(text: str) -> str:
-    """One line of printable text (it is shown in the approver's terminal), at most 500
-    characters; raises ValueError when empty or too long."""
-    cleaned = _clean_line(text)
-    if not cleaned:
-        raise ValueError("the justification is empty: say why you need access")
-    if len(cleaned) > MAX_JUSTIFICATION:
-        raise ValueError(f"the justification is longer than {MAX_JUSTIFICATION} characters")
-    return cleaned
-
-
-# --- helpers --------------------------------------------------------------------------------
 
 _REQUEST_COLUMNS = (
     "id, employee, service, justification, created, updated, status,"
@@ -966,19 +624,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _statements(script: str) -> Iterator[str]:
-    """Split a migration script into statements (sqlite3 runs one per execute)."""
-    buffer = ""
-    for part in script.split(";"):
-        buffer += part + ";"
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip(" \n;"):
-                yield buffer
-            buffer = ""
-    if buffer.strip(" \n;"):
-        raise StateError(f"incomplete statement in migration: {buffer.strip()[:60]}")
-
-
 def _ts(moment: dt.datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("times must be timezone-aware")
@@ -989,46 +634,6 @@ def _parse(value: str | None) -> Any:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _iso(moment: dt.datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment else None
-
-
 def _require(value: str, what: str) -> None:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what} must be a non-empty string")
-
-
-def _clean_line(text: str) -> str:
-    """Control and format characters (terminal escapes, newlines, bidi overrides) become
-    spaces; runs of white space collapse."""
-    chars = (" " if unicodedata.category(c).startswith(("C", "Z")) else c for c in text)
-    return " ".join("".join(chars).split())
-
-
-def _ensure_private_dir(path: Path) -> None:
-    if not path.is_dir():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-
-
-def _create_private_file(path: Path) -> None:
-    """Create `path` 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-        _match_dir_owner(fd, path.parent)
-    finally:
-        os.close(fd)
-
-
-def _match_dir_owner(fd: int, directory: Path) -> None:
-    """A root CLI creating a file in the proxy's state directory gives it to the directory's
-    owner, so the proxy (running as that user) can still open it."""
-    if os.geteuid() != 0:
-        return
-    owner = os.stat(directory)
-    if owner.st_uid != 0 or owner.st_gid != 0:
-        os.fchown(fd, owner.st_uid, owner.st_gid)

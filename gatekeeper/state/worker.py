@@ -6,7 +6,7 @@ database: every operation is a job for this worker's single thread, run in order
 batches, session bindings, access requests, Terms-of-Use acceptances), so the proxy has exactly
 one writer. A hook awaits its job with `run`, which pauses only that flow and gives up after
 `DEADLINE_SECONDS`; the job stops waiting at the same deadline and never commits after it
-(gatekeeper.state.deadline), so "could not be recorded" is what happened.
+(gatekeeper.state.database.deadline), so "could not be recorded" is what happened.
 
 Every failure is a `StateOperationError` of a fixed kind (`KINDS`), logged and counted in
 `gatekeeper_state_errors_total{operation,kind}`. Damage (SQLite's "malformed" or "not a
@@ -31,14 +31,8 @@ from typing import Any, TypeVar
 
 from gatekeeper.logs import get_logger
 from gatekeeper.metrics import Metrics
-from gatekeeper.state import (
-    StateCorruptError,
-    StateDB,
-    StateError,
-    StateTimeoutError,
-    deadline,
-    integrity_problems,
-)
+from gatekeeper.state.database import StateDB, deadline, integrity_problems
+from gatekeeper.state.errors import StateCorruptError, StateError, StateTimeoutError
 
 log = get_logger("gatekeeper.state")
 

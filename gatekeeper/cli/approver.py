@@ -1,4 +1,5 @@
-"""The approver's commands: list, approve and deny access requests, grant and revoke without a
+"""The approver's commands (`gatekeeper requests|approve|deny|grant|revoke|acknowledgements|
+review`): list, approve and deny access requests, grant and revoke without a
 request, list Terms-of-Use acknowledgements and print the access review.
 
 Who is approved lives in approvals.yaml only (edited by `gatekeeper.approvals_edit`); the state
@@ -20,7 +21,7 @@ from typing import Any
 
 from gatekeeper import approvals_edit
 from gatekeeper.approvals_edit import EditError, EditResult
-from gatekeeper.cli import Handler, config_dir_arg, state_dir_arg
+from gatekeeper.cli.common import CommandHandler, config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.model import Employee
@@ -40,7 +41,7 @@ class CommandError(Exception):
 
 
 def _parser(sub: argparse._SubParsersAction, name: str, summary: str, description: str,
-            run: Handler) -> argparse.ArgumentParser:
+            run: CommandHandler) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=summary, description=description)
     config_dir_arg(p)
     state_dir_arg(p)
@@ -48,7 +49,7 @@ def _parser(sub: argparse._SubParsersAction, name: str, summary: str, descriptio
     return p
 
 
-def _reporting(run: Handler) -> Handler:
+def _reporting(run: CommandHandler) -> CommandHandler:
     """Every refusal becomes a message on stderr and exit status 1, never a traceback."""
 
     def handle(args: argparse.Namespace) -> int:
@@ -65,8 +66,7 @@ def _report(args: argparse.Namespace, error: Exception) -> None:
     if isinstance(error, ConfigError):
         print(f"gatekeeper {args.command}: the configuration is invalid, so nothing was changed; "
               "fix these problems first (`gatekeeper check` lists them too):", file=sys.stderr)
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+        print_problems(error)
     else:
         print(f"gatekeeper {args.command}: {error}", file=sys.stderr)
 
