@@ -10,6 +10,7 @@ bodies carry `{account}` where the site puts the account name; replace it, do no
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +40,16 @@ class Sample:
     content_type: str = ""
     body: str = ""
     action: str | None = None  # for prohibited and audited samples
+    mixed: bool = False  # TikTok mix_mode=1: the account travels XOR 5, hex-encoded
+    readable: bool = True  # False: a sign-in the proxy cannot read (refused for everyone)
 
     def body_for(self, account: str) -> bytes:
-        return self.body.replace("{account}", account).encode()
+        """The body with the account where the site puts it: `{account}` as is, or
+        `%7Baccount%7D` (inside URL-encoded JSON) percent-encoded."""
+        if self.mixed:
+            account = mix(account)
+        body = self.body.replace("{account}", account)
+        return body.replace("%7Baccount%7D", urllib.parse.quote(account, safe="")).encode()
 
     @property
     def host(self) -> str:
@@ -56,6 +64,40 @@ class Sample:
     def id(self) -> str:
         return f"{self.service}-{self.kind}-{self.method}-{self.path.split('?')[0]}"
 
+
+def mix(value: str) -> str:
+    """TikTok's mix_mode=1: each UTF-8 byte XOR 5, hex-encoded."""
+    return "".join(f"{b ^ 5:02x}" for b in value.encode())
+
+
+def signed_body(document: dict) -> str:
+    """Instagram's app API: `signed_body=SIGNATURE.<URL-encoded JSON>` (instagrapi)."""
+    return "signed_body=SIGNATURE." + urllib.parse.quote(json.dumps(document), safe="")
+
+
+def bloks_params(document: dict) -> str:
+    """Instagram's bloks actions: form field `params` holds JSON (instagrapi bloks.py)."""
+    return ("params=" + urllib.parse.quote(json.dumps(document), safe="")
+            + "&_uuid=0a1b2c3d-4e5f&bk_client_context=%7B%22bloks_version%22%3A%22abc%22%7D"
+            "&bloks_versioning_id=abc")
+
+
+_IG_APP_LOGIN = signed_body({
+    "jazoest": "22578", "country_codes": json.dumps([{"country_code": "1", "source": ["default"]}]),
+    "phone_id": "57d64c41-a916-3fa5-bd7a-3796c1dab122", "enc_password":
+    "#PWD_INSTAGRAM:4:1700000000:QWJjZA==", "username": "{account}", "adid": "", "guid":
+    "0a1b2c3d-4e5f", "device_id": "android-1234567890abcdef", "google_tokens": "[]",
+    "login_attempt_count": "0"})
+_IG_BLOKS_LOGIN = bloks_params({
+    "client_input_params": {"device_id": "android-1234567890abcdef", "contact_point":
+                            "{account}", "password": "#PWD_INSTAGRAM:4:1700000000:QWJjZA==",
+                            "login_attempt_count": 1},
+    "server_params": {"credential_type": "password", "device_id": "android-1234567890abcdef"}})
+_X_ALTERNATE_STEP = json.dumps({
+    "flow_token": "g;169xxxxxxxxxxxxxxxxxx:-1700000000000:abcdefghij:3",
+    "subtask_inputs": [{"subtask_id": "LoginEnterAlternateIdentifierSubtask",
+                        "enter_text": {"text": "{account}", "link": "next_link"}}],
+})
 
 _X_IDENTIFIER_STEP = json.dumps({
     "flow_token": "g;169xxxxxxxxxxxxxxxxxx:-1700000000000:abcdefghij:1",
@@ -177,4 +219,61 @@ SAMPLES: tuple[Sample, ...] = (
            "https://accounts.google.com/signin/oauth/consent?authuser=0&part=AJi8hAM"
            "&as=S123&client_id=123.apps.googleusercontent.com",
            action="app_authorization"),
+    # --- sign-in paths of issue 10 (docs/catalog.md, "sign-in paths") ---
+    Sample("facebook", "logins", "POST", "https://www.messenger.com/login/password/",
+           FORM, "jazoest=2950&lsd=AVqA1b2C3d4&initial_request_id=A1b2&timezone=-60"
+           "&lgndim=eyJ3IjoxOTIwfQ%3D%3D&lgnrnd=123456_AbCd&lgnjs=n&email={account}"
+           "&pass=hunter2&login=1&persistent=1&default_persistent="),
+    Sample("facebook", "logins", "POST", "https://b-graph.facebook.com/auth/login",
+           FORM, "adid=0a1b2c3d&format=json&device_id=0a1b2c3d-4e5f&email={account}"
+           "&password=hunter2&generate_analytics_claim=1&credentials_type=password"
+           "&generate_session_cookies=1&error_detail_type=button_with_disabled&locale=en_US"
+           "&client_country_code=US&method=auth.login&fb_api_req_friendly_name=authenticate"
+           "&access_token=350685531728%7C62f8ce9f74b12f84c123cc23437a4a32"),
+    Sample("facebook", "logins", "POST", "https://api.facebook.com/method/auth.login",
+           FORM, "api_key=882a8490361da98702bf97a021ddc14d&email={account}&format=JSON"
+           "&locale=en_US&method=auth.login&password=hunter2&return_ssl_resources=0&v=1.0"
+           "&sig=0123456789abcdef0123456789abcdef"),
+    Sample("instagram", "logins", "POST", "https://i.instagram.com/api/v1/accounts/login/",
+           FORM + "; charset=UTF-8", _IG_APP_LOGIN),
+    Sample("instagram", "logins", "POST",
+           "https://b.i.instagram.com/api/v1/bloks/async_action/com.bloks.www.bloks.caa.login"
+           ".async.send_login_request/", FORM + "; charset=UTF-8", _IG_BLOKS_LOGIN),
+    Sample("threads", "logins", "POST", "https://www.threads.net/api/v1/web/accounts/login/ajax/",
+           FORM, "enc_password=%23PWD_INSTAGRAM_BROWSER%3A0%3A1700000000%3Ahunter2"
+           "&optIntoOneTap=false&queryParams=%7B%22is_from_threads%22%3A%22true%22%7D"
+           "&stopDeletionNonce=&textAppStopDeletionToken=&username={account}"),
+    Sample("linkedin", "logins", "POST", "https://www.linkedin.com/uas/authenticate",
+           FORM, "session_key={account}&session_password=hunter2"
+           "&JSESSIONID=%22ajax%3A1234567890123456789%22"),
+    Sample("x", "logins", "POST", "https://api.x.com/1.1/onboarding/task.json",
+           JSON, _X_ALTERNATE_STEP),
+    Sample("x", "logins", "POST", "https://api.x.com/oauth/access_token",
+           FORM, "x_auth_mode=client_auth&x_auth_password=hunter2&x_auth_username={account}"),
+    Sample("tiktok", "logins", "POST",
+           "https://www.tiktok.com/passport/web/user/login/?aid=1459&account_sdk_source=web"
+           "&language=en&msToken=abc&X-Bogus=DFSz",
+           FORM, "mix_mode=1&username={account}&password=6d706b7660777737&aid=1459"
+           "&is_sso=false&account_sdk_source=web&region=US&language=en&did=7300000000000000000"
+           "&fixed_mix_mode=1", mixed=True),
+    Sample("tiktok", "logins", "POST",
+           "https://api16-normal-c-useast1a.tiktokv.com/passport/user/login/?aid=1233",
+           FORM, "mix_mode=1&email={account}&password=6d706b7660777737", mixed=True),
+    Sample("pinterest", "logins", "POST",
+           "https://www.pinterest.com/resource/UserSessionResource/create/",
+           FORM, "source_url=%2Flogin%2F%3Freferrer%3Dhome_page&data=%7B%22options%22%3A%7B"
+           "%22username_or_email%22%3A%22%7Baccount%7D%22%2C%22password%22%3A%22hunter2%22%7D"
+           "%2C%22context%22%3A%7B%7D%7D&_=1700000000000"),
+    Sample("snapchat", "logins", "POST",
+           "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
+           "application/grpc-web+proto", "\x00\x00\x00\x00\x1c\x12\x1a\n\x18{account}",
+           readable=False),
+    Sample("reddit", "logins", "POST", "https://www.reddit.com/api/v1/access_token",
+           FORM, "grant_type=password&password=hunter2&username={account}"),
+    Sample("reddit", "logins", "POST", "https://www.reddit.com/svc/shreddit/account/login",
+           FORM, "username={account}&password=hunter2&recaptcha_token=03AFcWeA&recaptcha_use"
+           "_checkbox=false&recaptcha_action=v1%2Fweb%2Flogin_with_password"
+           "&csrf_token=0a1b2c3d"),
+    Sample("reddit", "logins", "POST", "https://www.reddit.com/api/login",
+           FORM, "user={account}&passwd=hunter2&api_type=json&rem=true"),
 )

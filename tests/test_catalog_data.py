@@ -123,6 +123,38 @@ def test_example_paths_match_the_rules_meant_for_them() -> None:
     assert matching("facebook", "prohibited", "/v19.0/dialog/oauth")
     assert matching("x", "logins", "/1.1/onboarding/task.json")
     assert not matching("x", "logins", "/1x1/onboarding/task.json")
+    assert matching("facebook", "logins", "/login.php")
+    assert matching("linkedin", "logins", "/uas/authenticate")
+    assert not matching("linkedin", "logins", "/voyager/api/uas/authenticate")  # a probe
+    assert matching("instagram", "logins", "/api/v1/accounts/login/")
+    assert matching("instagram", "logins", "/accounts/login/ajax/two_factor/")
+    assert not matching("instagram", "logins", "/api/v1/accounts/logout/")
+    assert matching("reddit", "logins", "/api/v1/access_token")
+    assert not matching("reddit", "logins", "/api/v1/access_token/extra")
+    assert matching("tiktok", "logins", "/passport/web/email/login/")
+    assert not matching("tiktok", "logins", "/passport/web/account/info/")
+
+
+def test_every_service_that_needs_a_grant_checks_sign_ins_and_sessions(services: dict) -> None:
+    """Issue 10: no service is "any account". YouTube signs in on Google's hosts (its
+    tenant header applies there)."""
+    for service_id, service in services.items():
+        if service.get("access", "approved") != "approved" or service_id == "youtube":
+            continue
+        assert service.get("logins"), service_id
+        assert service.get("session"), service_id
+
+
+def test_the_session_of_x_is_never_its_shared_app_token(services: dict) -> None:
+    """Every X client sends one public `Authorization: Bearer`: binding it would refuse
+    everyone (catalog-research section 1.3)."""
+    assert "headers" not in services["x"]["session"]
+
+
+def test_credential_fields_are_shipped_explicitly() -> None:
+    from gatekeeper.core.credentials import DEFAULT_CREDENTIAL_FIELDS
+
+    assert tuple(SHIPPED["credential_fields"]) == DEFAULT_CREDENTIAL_FIELDS
 
 
 def test_shipped_config_loads() -> None:

@@ -160,6 +160,23 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
          "services.yaml:10: service 'linkedin': 'Bad Header' is not a valid header name"),
         (SERVICES + "    session: {cookies: li_at}\n",
          "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
+        (SERVICES + "    session: {hosts: [www.linkedin.com]}\n",
+         "services.yaml:9: service 'linkedin': session needs a cookie or headers"),
+        (SERVICES + "    session:\n      headers: [Bad Header]\n",
+         "services.yaml:10: service 'linkedin': session: headers: 'Bad Header' is not a valid"),
+        (SERVICES + "    session:\n      headers: [Authorization]\n      hosts: [www.x.com]\n",
+         "services.yaml:11: service 'linkedin': session: host 'www.x.com' is not in the"),
+        (SERVICES + "    session:\n      headers: [Authorization]\n"
+         "      issued: {pattern: 'T.*'}\n",
+         "services.yaml:11: service 'linkedin': session: issued pattern needs one group"),
+        (SERVICES + "    session:\n      headers: [Authorization]\n      issued: {body: [t]}\n",
+         "services.yaml:11: unknown key 'body' in service 'linkedin': session: issued"),
+        (SERVICES + "    credential_fields: password\n",
+         "services.yaml:9: service 'linkedin': credential_fields must be a list"),
+        (SERVICES + "    basic_auth_apps: ['^/token(']\n",
+         "services.yaml:9: service 'linkedin': basic_auth_apps is not a valid regular"),
+        ("credential_fields: []\n" + SERVICES,
+         "services.yaml:1: credential_fields must not be empty"),
         ("services:\n  x: !!python/object/apply:os.system [echo]\n",
          "services.yaml:2: YAML tag tag:yaml.org,2002:python/object/apply:os.system is not "
          "allowed"),
@@ -175,6 +192,18 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
 def test_services_errors(tmp_path: Path, services: str, expected: str) -> None:
     found = problems(tmp_path, services=services)
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_credential_fields_default_and_add_up(tmp_path: Path) -> None:
+    """Without a top-level list the shipped defaults apply; a service's list adds to it."""
+    (tmp_path / "approvals.yaml").write_text(APPROVALS)
+    (tmp_path / "services.yaml").write_text(SERVICES + "    credential_fields: [pin]\n")
+    services = load_policy(tmp_path).services
+    assert {"password", "pass", "enc_password"} <= services["facebook"].credential_fields
+    assert "pin" in services["linkedin"].credential_fields
+    assert "pin" not in services["facebook"].credential_fields
+    (tmp_path / "services.yaml").write_text("credential_fields: [Pass-Word]\n" + SERVICES)
+    assert load_policy(tmp_path).services["facebook"].credential_fields == {"pass_word"}
 
 
 def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from gatekeeper.core.logins import (
     needs_body,
     read_form,
     session_reason,
+    step_rule,
 )
 from gatekeeper.core.model import ActionRule, LoginRule, Reason, Service
 
@@ -184,12 +185,32 @@ def test_own_company_address_not_granted_for_this_service_is_refused() -> None:
     assert check.result is LoginResult.PERSONAL
 
 
-def test_tiktok_obfuscated_login_is_refused() -> None:
-    """mix_mode=1 XORs each byte with 5 and hex-encodes it: it names no account we know."""
-    hidden = "".join(f"{b ^ 5:02x}" for b in ALICE.encode())
-    form = read_form(FORM, f"username={hidden}&password=x&mix_mode=1".encode())
+def _mixed(value: str) -> str:
+    return "".join(f"{b ^ 5:02x}" for b in value.encode())
+
+
+@pytest.mark.parametrize(("account", "mode", "expected"), [
+    (ALICE, "1", LoginResult.COMPANY),
+    ("alice.private@gmail.com", "1", LoginResult.PERSONAL),
+    (ALICE, "0", LoginResult.PERSONAL),  # the hex text is not decoded without mix_mode=1
+])
+def test_tiktok_mix_mode_values_are_decoded(account: str, mode: str,
+                                            expected: LoginResult) -> None:
+    """mix_mode=1 XORs each byte with 5 and hex-encodes it; the check reads the account."""
+    form = read_form(FORM, f"username={_mixed(account)}&password=x&mix_mode={mode}".encode())
     rule = LoginRule(path=re.compile("^/passport/web/user/login/?$"), fields=("username", "email"))
-    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is LoginResult.PERSONAL
+    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is expected
+
+
+@pytest.mark.parametrize("body", [
+    f"username={ALICE}&mix_mode=1",  # not hex: refused, not read as plain text
+    f"username={_mixed(ALICE)}&mix_mode=1&mix_mode=0",  # which mode the server reads is unknown
+    "username=c3ff&mix_mode=1",  # hex of bytes that are not UTF-8 after the XOR
+])
+def test_tiktok_unreadable_mix_mode_is_unverifiable(body: str) -> None:
+    rule = LoginRule(path=re.compile("^/passport/web/user/login/?$"), fields=("username",))
+    form = read_form(FORM, body.encode())
+    assert check_login(rule, ACCOUNTS, "alice", OWNERS, form).result is LoginResult.UNVERIFIABLE
 
 
 # --- rule matching --------------------------------------------------------------------------
@@ -284,13 +305,17 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
     service = shipped.services[sample.service]
     target = _sample_target(sample)
     if sample.kind == "logins":
-        rule = login_rule(service, target)
-        assert rule is not None
-        results = {
-            account: check_login(rule, ACCOUNTS, "alice", shipped.accounts,
-                                 _sample_form(sample, account)).result
-            for account in (ALICE, "Alice@Clinic.Example", "me@gmail.com")
-        }
+        assert login_rule(service, target) is not None
+        results = {}
+        for account in (ALICE, "Alice@Clinic.Example", "me@gmail.com"):
+            form = _sample_form(sample, account)
+            rule = step_rule(service, target, form)
+            assert rule is not None
+            results[account] = check_login(rule, ACCOUNTS, "alice", shipped.accounts,
+                                           form).result
+        if not sample.readable:
+            assert set(results.values()) == {LoginResult.UNVERIFIABLE}
+            return
         assert results == {ALICE: LoginResult.COMPANY, "Alice@Clinic.Example":
                            LoginResult.COMPANY, "me@gmail.com": LoginResult.PERSONAL}
     else:
@@ -369,3 +394,18 @@ def test_explain_names_the_login_rule_and_its_fields(capsys) -> None:
     assert rule["fields"] == ["session_key"] and rule["accounts"] == [ALICE]
     assert main(["explain", "--config-dir", str(CONFIG_DIR), "--json", "alice", url]) == 0
     assert json.loads(capsys.readouterr().out)["login_rule"] is None  # a GET signs nobody in
+
+
+def test_x_identifier_steps_sent_together_are_all_checked(shipped) -> None:
+    """Both identifier subtasks in one request: the alternate step's `text` is checked too."""
+    body = json.dumps({"flow_token": "g;1", "subtask_inputs": [
+        {"subtask_id": "LoginEnterUserIdentifierSSO", "settings_list": {"setting_responses": [
+            {"key": "user_identifier", "response_data": {"text_data": {"result": ALICE}}}]}},
+        {"subtask_id": "LoginEnterAlternateIdentifierSubtask",
+         "enter_text": {"text": "me@gmail.com"}}]}).encode()
+    form = read_form(JSON, body)
+    target = make_target("POST", ["api.x.com"], "/1.1/onboarding/task.json")
+    rule = step_rule(shipped.services["x"], target, form)
+    assert rule is not None and set(rule.fields) == {"result", "text"}
+    check = check_login(rule, ACCOUNTS, "alice", shipped.accounts, form)
+    assert check.result is LoginResult.PERSONAL and check.identifier == "me@gmail.com"

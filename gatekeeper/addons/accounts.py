@@ -1,12 +1,15 @@
 """Company accounts only, for the flows the access decision allowed.
 
 - `requestheaders`: the catalog's tenant headers replace the client's copies; a session
-  cookie must be bound to this employee; prohibited actions that need no body are refused;
-  a login body announced larger than the limit is refused before it is read.
-- `request` (body read): login identifiers must be the grant's accounts; prohibited actions
-  that look at field values; audited actions are recorded.
-- `response`: session cookies the service sets while a company login is in progress are
-  bound to (employee, service), as keyed hashes in the state database.
+  cookie or token must be bound to this employee; prohibited actions that need no body are
+  refused; a login body announced larger than the limit is refused before it is read; where
+  no login rule applies, a credential in a header, or a form too large to read, is refused
+  (the credential guard, gatekeeper.core.credentials).
+- `request` (body read): login identifiers must be the grant's accounts; where no login rule
+  applies, a request that carries a credential is refused (`unrecognized_sign_in`);
+  prohibited actions that look at field values; audited actions are recorded.
+- `response`: session cookies and tokens the service hands out while a company login is in
+  progress are bound to (employee, service), as keyed hashes in the state database.
 
 Every block goes through the shared `decisions.enforce()`, so report mode, metrics and the
 `decision` log stay the same as for the access decision. Every hook reads the flow's context
@@ -26,6 +29,7 @@ from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
+from gatekeeper.core import credentials
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
@@ -35,13 +39,16 @@ from gatekeeper.core.logins import (
     Target,
     accounts_of,
     check_login,
+    issued_tokens,
     login_rule,
-    login_step,
     make_target,
     match_action,
     needs_body,
     read_form,
+    read_json,
+    request_tokens,
     session_reason,
+    step_rule,
 )
 from gatekeeper.core.model import Decision, Reason, Service, Verdict
 from gatekeeper.statedb import SessionCache, load_secret
@@ -109,9 +116,10 @@ class Accounts:
         if prohibited is not None:
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
-        if needs_body(service, target):
+        if needs_body(service, target) or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if login_rule(service, target) is None:
+            self._guard_headers(flow, context, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
         if detail is not None:
@@ -129,9 +137,14 @@ class Accounts:
         if decision.verdict is not Verdict.ALLOW or context.body_unread:
             return
         target = _target(flow, context)
-        form = self._form(flow) if needs_body(service, target) else None
-        rule = login_rule(service, target)
-        if rule is not None and login_step(rule, form):
+        guarded = _guard_reads(service, target, flow.request)
+        form = self._form(flow) if needs_body(service, target) or guarded else None
+        content_type = flow.request.headers.get("content-type", "")
+        if guarded and self._guard_refused(
+                flow, context, credentials.guard_form(service, content_type, form)):
+            return
+        rule = step_rule(service, target, form)
+        if rule is not None:
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
             if not self._login_checked(flow, context, check):
@@ -152,14 +165,19 @@ class Accounts:
         context, service = governed
         decision = context.decision
         employee = decision.employee
-        if decision.verdict is not Verdict.ALLOW or employee is None or not service.session_cookie:
+        if decision.verdict is not Verdict.ALLOW or employee is None \
+                or not (service.session_cookie or service.session_tokens):
             return
         sessions = self._sessions()
         values = [
             value
-            for value, attrs in flow.response.cookies.get_all(service.session_cookie)
-            if value and not _expires_now(attrs) and sessions.owner(service.id, value) != employee
+            for value, attrs in (flow.response.cookies.get_all(service.session_cookie)
+                                 if service.session_cookie else ())
+            if value and not _expires_now(attrs)
         ]
+        if service.session_tokens is not None and self._login_in_progress(employee, service.id):
+            values += self._issued_tokens(flow, service)
+        values = [v for v in values if sessions.owner(service.id, v) != employee]
         if not values:
             return  # nothing set, a deletion, or a value already bound to this employee
         if not self._login_in_progress(employee, service.id):
@@ -181,9 +199,11 @@ class Accounts:
                          service: Service) -> bool:
         """A session cookie bound to someone else, or never bound, is refused; a refused
         unbound cookie is also expired, so that the next attempt starts signed out."""
-        if not service.session_cookie:
-            return False
-        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v]
+        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
+            if service.session_cookie else []
+        if service.session_tokens is not None:
+            values += request_tokens(service.session_tokens, _target(flow, context),
+                                     flow.request.headers.items(multi=True))
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -196,10 +216,60 @@ class Accounts:
             log.warning("session_mismatch", employee=decision.employee, service=service.id,
                         account_owner=next(o for o in owners if o and o != decision.employee))
         self._block(flow, context, reason)
-        if reason is Reason.UNVERIFIED_SESSION and flow.response is not None:  # enforced
+        if reason is Reason.UNVERIFIED_SESSION and flow.response is not None \
+                and service.session_cookie:  # enforced: the client drops the cookie
             for header in _expiring_cookies(flow, service, service.session_cookie):
                 flow.response.headers.add("Set-Cookie", header)
         return True
+
+    def _guard_headers(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
+                       target: Target) -> None:
+        """The credential guard on the headers, where no login rule applies: a credential in
+        a header, or a form-like body that cannot be read whole, is refused now."""
+        request = flow.request
+        check = credentials.guard_headers(service, target, request.headers.items(multi=True))
+        if check is None and _guard_reads(service, target, request) \
+                and credentials.form_like(request.headers.get("content-type", "")):
+            detail = _unreadable_login(request, self.max_body)
+            check = detail and LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
+        if check:
+            context.body_unread = True
+            self._guard_refused(flow, context, check)
+            leave_unread(flow)
+
+    def _guard_refused(self, flow: http.HTTPFlow, context: FlowContext,
+                       check: LoginCheck | None) -> bool:
+        """Act on the credential guard's check; True when the request was refused. A sign-in
+        the catalog does not know is logged with its host and path only, so that IT can
+        add a rule."""
+        if check is None:
+            return False
+        if check.result is LoginResult.UNRECOGNIZED:
+            request = flow.request
+            log.warning("unrecognized_sign_in", service=context.decision.service,
+                        host=normalize_host(request.pretty_host),
+                        path=request.path.partition("?")[0])
+        return not self._login_checked(flow, context, check)
+
+    def _issued_tokens(self, flow: http.HTTPFlow, service: Service) -> list[str]:
+        """The session tokens a response hands out during a checked login: in its headers,
+        and in a JSON or text body no larger than the login limit (read with a cap)."""
+        tokens = service.session_tokens
+        response = flow.response
+        assert tokens is not None and response is not None
+        body: Form | None = None
+        text: str | None = None
+        media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        wanted = tokens.issued_fields or tokens.issued_pattern is not None
+        if wanted and (media.endswith("json") or media.startswith("text/")):
+            try:
+                raw = decode_body(response.raw_content or b"",
+                                  response.headers.get_all("content-encoding"), self.max_body)
+            except BodyError:
+                raw = b""
+            body = read_json(raw) if tokens.issued_fields else None
+            text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
+        return issued_tokens(tokens, response.headers.items(multi=True), body, text)
 
     def _login_checked(self, flow: http.HTTPFlow, context: FlowContext,
                        check: LoginCheck) -> bool:
@@ -303,6 +373,14 @@ def _target(flow: http.HTTPFlow, context: FlowContext) -> Target:
         hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
         target = context.target = make_target(request.method, hosts, path, query)
     return target
+
+
+def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
+    """Whether the credential guard reads this request's body: one that may carry a form,
+    sent to a service that needs a grant, where no login rule applies."""
+    return (service.guarded and credentials.readable_body(target.method,
+                                                          request.headers.get("content-type", ""))
+            and login_rule(service, target) is None)
 
 
 def _unreadable_login(request: http.Request, limit: int) -> str | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from gatekeeper.config.checker import FileChecker
 from gatekeeper.config.yamlsrc import MAX_FILE_BYTES, ConfigError, Node, Problem, read_yaml
+from gatekeeper.core.credentials import DEFAULT_CREDENTIAL_FIELDS, credential_fields
 from gatekeeper.core.hosts import DomainIndex, validate_domain
 from gatekeeper.core.identifiers import normalize_identifier
 from gatekeeper.core.model import (
@@ -32,6 +33,7 @@ from gatekeeper.core.model import (
     Mode,
     Policy,
     Service,
+    SessionTokens,
 )
 
 if TYPE_CHECKING:
@@ -175,6 +177,7 @@ class _Builder:
         self.directory = directory  # grants may name people of the office directory
         self.svc = FileChecker(str(config_dir / SERVICES_FILE), self.problems)
         self.app = FileChecker(str(config_dir / APPROVALS_FILE), self.problems)
+        self.credential_fields: tuple[str, ...] = DEFAULT_CREDENTIAL_FIELDS
 
     def build(self, services_root: Node, approvals_root: Node, sha256: str) -> Policy | None:
         a = self.app
@@ -450,11 +453,15 @@ class _Builder:
         self, root: Node, placeholders: dict[str, str]
     ) -> tuple[dict[str, Service], set[str]]:
         s = self.svc
-        top = s.mapping(root, "services.yaml", required=("services",), optional=("placeholders",))
+        top = s.mapping(root, "services.yaml", required=("services",),
+                        optional=("placeholders", "credential_fields"))
         services: dict[str, Service] = {}
         unfilled: set[str] = set()
         if top is None:
             return services, unfilled
+        if "credential_fields" in top:
+            self.credential_fields = tuple(
+                i.value for i in s.strings(top["credential_fields"], "credential_fields"))
         if "placeholders" in top:
             items = top["placeholders"]
             if items.kind != "map":
@@ -500,6 +507,7 @@ class _Builder:
             required=("name", "domains"),
             optional=(
                 "terms_url", "access", "logins", "session", "headers", "prohibited", "audited",
+                "credential_fields", "basic_auth_apps",
             ),
         )
         if fields is None:
@@ -532,11 +540,17 @@ class _Builder:
         login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
         rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)
         logins = tuple(rule for rule in rules if rule is not None)
-        session_cookie = None
+        session_cookie, session_tokens = None, None
         if "session" in fields:
-            session = s.mapping(fields["session"], f"{what}: session", ("cookie",), ())
-            if session and "cookie" in session:
-                session_cookie = s.string(session["cookie"], f"{what}: session cookie")
+            session_cookie, session_tokens = self._session(fields["session"], what, domain_set)
+        extra = [i.value for i in s.strings(fields["credential_fields"],
+                                            f"{what}: credential_fields")] \
+            if "credential_fields" in fields else []
+        basic_apps = tuple(
+            p for p in (s.regex(i, f"{what}: basic_auth_apps")
+                        for i in s.seq(fields.get("basic_auth_apps"), f"{what}: basic_auth_apps"))
+            if p is not None
+        ) if "basic_auth_apps" in fields else ()
         headers = self._headers(fields.get("headers"), what, placeholders, unfilled)
         prohibited = self._action_rules(fields.get("prohibited"), f"{what}: prohibited", domain_set)
         audited = self._action_rules(fields.get("audited"), f"{what}: audited", domain_set)
@@ -551,7 +565,55 @@ class _Builder:
             headers=headers,
             prohibited=prohibited,
             audited=audited,
+            session_tokens=session_tokens,
+            credential_fields=credential_fields((*self.credential_fields, *extra)),
+            basic_auth_apps=basic_apps,
         )
+
+    def _session(
+        self, node: Node, what: str, domains: frozenset[str]
+    ) -> tuple[str | None, SessionTokens | None]:
+        """`session:` the cookie and/or the token headers, and where a login hands them out."""
+        s, what = self.svc, f"{what}: session"
+        session = s.mapping(node, what, (), ("cookie", "headers", "hosts", "issued")) or {}
+        cookie = s.string(session["cookie"], f"{what} cookie") if "cookie" in session else None
+        if not ({"cookie", "headers"} & set(session)):
+            s.error(node, f"{what} needs a cookie or headers")
+        if not ({"headers", "issued"} & set(session)):
+            return cookie, None
+        headers = self._names(session.get("headers"), f"{what}: headers")
+        hosts = self._hosts(session.get("hosts"), what, domains)
+        issued: dict[str, Node] = {}
+        if "issued" in session:
+            issued = s.mapping(session["issued"], f"{what}: issued", (),
+                               ("headers", "fields", "pattern")) or {}
+        pattern = s.regex(issued["pattern"], f"{what}: issued pattern") \
+            if "pattern" in issued else None
+        if pattern is not None and pattern.groups != 1:
+            s.error(issued["pattern"], f"{what}: issued pattern needs one group (the token)")
+            pattern = None
+        return cookie, SessionTokens(
+            headers=tuple(h.lower() for h in headers),
+            hosts=hosts,
+            issued_headers=tuple(h.lower() for h in self._names(
+                issued.get("headers"), f"{what}: issued headers")),
+            issued_fields=tuple(i.value for i in s.strings(issued["fields"],
+                                                            f"{what}: issued fields"))
+            if "fields" in issued else (),
+            issued_pattern=pattern,
+        )
+
+    def _names(self, node: Node | None, what: str) -> list[str]:
+        """A list of header names (absent: none)."""
+        if node is None:
+            return []
+        names = []
+        for item in self.svc.strings(node, what):
+            if HEADER_NAME.match(item.value):
+                names.append(item.value)
+            else:
+                self.svc.error(item, f"{what}: {item.value!r} is not a valid header name")
+        return names
 
     def _hosts(
         self, node: Node | None, what: str, domains: frozenset[str]

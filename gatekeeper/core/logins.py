@@ -9,19 +9,26 @@ waved through, so every "cannot tell" path ends in `unverifiable`.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import email
 import email.message
 import enum
 import json
+import string
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from gatekeeper.core.identifiers import normalize_identifier
-from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service
+from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service, SessionTokens
 from gatekeeper.core.paths import canonical_path
 
 MAX_FORM_FIELDS = 10_000  # a login form has a dozen; this only bounds a hostile body
+# JSON inside a form value (`signed_body=<sig>.<JSON>`, `params=<JSON>`), or inside a JSON
+# string, is read too, down to this many levels of nesting; deeper is refused.
+MAX_EMBEDDED_DEPTH = 4
+SIGNATURE_CHARS = frozenset(string.ascii_letters + string.digits + "_-")
+MAX_SIGNATURE = 128
 # Charsets that read ASCII bytes as the same ASCII text. In any other (utf-7, utf-16, EBCDIC)
 # a field would be one value to gatekeeper and another to a server that ignores the label.
 ASCII_SAFE_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
@@ -34,13 +41,16 @@ class LoginResult(enum.StrEnum):
     PERSONAL = "personal"
     MISMATCH = "mismatch"
     UNVERIFIABLE = "unverifiable"
+    UNRECOGNIZED = "unrecognized"  # a credential where no login rule applies
 
 
 _RESULT_REASON: Mapping[LoginResult, Reason] = {
     LoginResult.PERSONAL: Reason.PERSONAL_ACCOUNT,
     LoginResult.MISMATCH: Reason.ACCOUNT_MISMATCH,
     LoginResult.UNVERIFIABLE: Reason.UNVERIFIABLE_LOGIN,
+    LoginResult.UNRECOGNIZED: Reason.UNVERIFIABLE_LOGIN,
 }
+UNRECOGNIZED_SIGN_IN = "unrecognized_sign_in"  # the detail of an UNRECOGNIZED check
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +130,10 @@ class Form:
     def values(self, name: str) -> list[Value]:
         return self._values.get(name, [])
 
+    def items(self) -> Iterator[tuple[str, list[Value]]]:
+        """Every field name with all its values."""
+        return iter(self._values.items())
+
 
 def read_form(content_type: str, body: bytes, query: str = "") -> Form | None:
     """The request's fields, or None when the query or body cannot be parsed."""
@@ -127,9 +141,60 @@ def read_form(content_type: str, body: bytes, query: str = "") -> Form | None:
         pairs = list(_urlencoded(query, "utf-8"))
         if body.strip():
             pairs.extend(_body_pairs(content_type, body))
+        return Form(_with_embedded(pairs))
     except (ValueError, LookupError, RecursionError):
         return None  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
-    return Form(pairs)
+
+
+def read_json(body: bytes) -> Form | None:
+    """The keys of a JSON document at any depth, JSON held in its strings included (a login
+    response); None when it is not JSON."""
+    try:
+        return Form(_with_embedded(list(_json_pairs(body))))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _with_embedded(pairs: list[tuple[str, Value]]) -> list[tuple[str, Value]]:
+    """`pairs` plus the pairs of every value that holds a JSON object or array: plain,
+    URL-encoded, or after a signature (`<hex>.{...}`, as Instagram's `signed_body`), and
+    again inside those, at most MAX_EMBEDDED_DEPTH levels and MAX_FORM_FIELDS pairs in all.
+    A value that only looks like JSON stays a plain value."""
+    result = list(pairs)
+    level = pairs
+    for depth in range(MAX_EMBEDDED_DEPTH + 1):
+        found: list[tuple[str, Value]] = []
+        for _, value in level:
+            document = _embedded_json(value) if value else None
+            if document is None:
+                continue
+            if depth == MAX_EMBEDDED_DEPTH:
+                raise ValueError("JSON nested too deep inside values")
+            try:
+                found.extend(_json_pairs(document.encode()))
+            except ValueError:
+                continue  # text that starts like JSON: a plain value
+            if len(result) + len(found) > MAX_FORM_FIELDS:
+                raise ValueError("too many fields")
+        if not found:
+            break
+        result.extend(found)
+        level = found
+    return result
+
+
+def _embedded_json(value: str) -> str | None:
+    """The JSON text a value holds, or None (cheap: looks at the first characters only)."""
+    text = value.lstrip()
+    if text[:3].upper() in ("%7B", "%5B"):
+        text = urllib.parse.unquote(text)
+    if text[:1] in ("{", "["):
+        return text
+    head, dot, _ = text[:MAX_SIGNATURE + 1].partition(".")
+    rest = text[len(head) + 1:]
+    if dot and head and set(head) <= SIGNATURE_CHARS and rest[:1] in ("{", "["):
+        return rest
+    return None
 
 
 def _body_pairs(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
@@ -194,6 +259,9 @@ def _multipart(content_type: str, body: bytes) -> Iterator[tuple[str, Value]]:
         name = part.get_param("name", header="content-disposition")
         if not isinstance(name, str):
             raise ValueError("multipart part without a plain field name")
+        if part.get_param("filename", header="content-disposition") is not None:
+            yield _field_name(name), None  # an uploaded file: not a plain value, not read
+            continue
         payload = part.get_payload(decode=True)
         charset = _charset(part.get_content_charset() or "utf-8")
         yield _field_name(name), payload.decode(charset) if isinstance(payload, bytes) else None
@@ -245,7 +313,23 @@ def check_login(
     if form is None:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
     values = [value for name in rule.fields for value in form.values(name)]
+    modes = set(form.values("mix_mode"))
+    if len(modes) > 1:  # `mix_mode=0&mix_mode=1`: which one the server reads is unknown
+        return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_value")
+    if modes == {"1"}:
+        values = [unmix(value) for value in values]
     return classify(values, accounts, employee, owners)
+
+
+def unmix(value: Value) -> Value:
+    """TikTok's `mix_mode=1`: each byte of the UTF-8 value XOR 5, hex-encoded
+    (`446b6260694a6b516a75` is `AngelOnTop`); None when it is not such a value."""
+    if value is None:
+        return None
+    try:
+        return bytes(b ^ 5 for b in bytes.fromhex(value)).decode("utf-8")
+    except ValueError:
+        return None
 
 
 def classify(
@@ -319,6 +403,17 @@ def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
     )
 
 
+def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule | None:
+    """The login rule to check: the one that applies and whose `when` the fields meet, or,
+    when several do (X's two identifier steps on one path, sent in one request), the first
+    with the fields of all of them, so that no step's identifier goes unchecked."""
+    rules = [rule for rule in service.logins if applies(rule, target) and login_step(rule, form)]
+    if len(rules) < 2:
+        return rules[0] if rules else None
+    fields = tuple(dict.fromkeys(name for rule in rules for name in rule.fields))
+    return dataclasses.replace(rules[0], fields=fields)
+
+
 def login_step(rule: LoginRule, form: Form | None) -> bool:
     """Whether the request is the sign-in step `rule` checks: always, unless the rule has a
     `when` condition that the fields do not meet. A body that cannot be read counts as the
@@ -335,3 +430,46 @@ def session_reason(owners: Iterable[str | None], employee: str | None) -> Reason
     if any(owner is None for owner in known):
         return Reason.UNVERIFIED_SESSION
     return None
+
+
+# --- session tokens -------------------------------------------------------------------------
+
+TOKEN_SCHEMES = frozenset({"bearer", "oauth", "token"})
+CREDENTIAL_SCHEMES = frozenset({"basic", "digest"})
+
+
+def session_token(value: str) -> str | None:
+    """The token a header value carries, without a scheme word (`Bearer IGT:2:abc` and a
+    login response's bare `IGT:2:abc` are one token); None when empty."""
+    words = value.strip().split(None, 1)
+    if words and words[0].casefold() in CREDENTIAL_SCHEMES:
+        return None  # a user name and password: the credential guard's, not a session
+    if words and words[0].casefold() in TOKEN_SCHEMES:
+        return words[1].strip() if len(words) == 2 else None  # a lone `Bearer` carries none
+    return value.strip() or None
+
+
+def request_tokens(
+    tokens: SessionTokens, target: Target, headers: Iterable[tuple[str, str]]
+) -> list[str]:
+    """The session tokens a request carries in the service's token headers."""
+    if not tokens.headers or (tokens.hosts is not None and tokens.hosts.isdisjoint(target.hosts)):
+        return []
+    found = (session_token(value) for name, value in headers if name.lower() in tokens.headers)
+    return [token for token in found if token]
+
+
+def issued_tokens(
+    tokens: SessionTokens,
+    headers: Iterable[tuple[str, str]],
+    body: Form | None,
+    text: str | None,
+) -> list[str]:
+    """The tokens a login response hands out: in its headers, in JSON keys of its body
+    (`body`, JSON strings included), and matched by the service's pattern in its `text`."""
+    found = [session_token(v) for n, v in headers if n.lower() in tokens.issued_headers]
+    if body is not None:
+        found += [v for name in tokens.issued_fields for v in body.values(name)]
+    if text is not None and tokens.issued_pattern is not None:
+        found += [m.group(1) for m in tokens.issued_pattern.finditer(text.replace("\\", ""))]
+    return list(dict.fromkeys(token for token in found if token))

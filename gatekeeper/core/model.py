@@ -59,7 +59,9 @@ REASON_TEXT: Mapping[Reason, str] = MappingProxyType(
         Reason.ACCOUNT_MISMATCH: "This company account belongs to someone else.",
         Reason.UNVERIFIABLE_LOGIN: "This sign-in could not be checked, so it was stopped.",
         Reason.UNVERIFIED_SESSION: "You are signed in with an account that was not verified. "
-        "Sign in again with your company account.",
+        "Sign in again with your company account, with its address and password on the "
+        "site's own sign-in form: a sign-in through another service (\"Continue with Google\" "
+        "or Apple), a QR code or a link sent by e-mail cannot be checked by the proxy.",
         Reason.PROHIBITED_ACTION: "Company accounts may not be used for this.",
         Reason.TERMS_NOT_ACKNOWLEDGED: "Please accept the service's Terms of Use first.",
         Reason.INTERNAL_ERROR: "The policy could not be applied, so the request was stopped.",
@@ -106,6 +108,18 @@ class ActionRule:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionTokens:
+    """Session tokens beside the cookie: request headers that carry one (`Authorization`
+    without its scheme word), and where a login response hands one out."""
+
+    headers: tuple[str, ...] = ()  # request headers, checked like the session cookie
+    hosts: frozenset[str] | None = None  # hosts where `headers` are checked; None: all
+    issued_headers: tuple[str, ...] = ()  # response headers of a checked login
+    issued_fields: tuple[str, ...] = ()  # JSON keys (any depth) of a checked login's response
+    issued_pattern: re.Pattern[str] | None = None  # group 1: a token inside the response text
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """One governed service from `services.yaml`."""
 
@@ -119,6 +133,18 @@ class Service:
     headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
     prohibited: tuple[ActionRule, ...] = ()
     audited: tuple[ActionRule, ...] = ()
+    session_tokens: SessionTokens | None = None
+    # The credential guard (gatekeeper.core.credentials): folded field names that carry a
+    # password (the catalog's list plus the service's), and paths where `Authorization:
+    # Basic` names an app rather than a person.
+    credential_fields: frozenset[str] = frozenset()
+    basic_auth_apps: tuple[re.Pattern[str], ...] = ()
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the credential guard applies: to the services that need a grant; the
+        vendors of services open to everyone enforce their own tenant restrictions."""
+        return self.access is Access.APPROVED
 
 
 @dataclass(frozen=True, slots=True)
