@@ -33,17 +33,7 @@ ALICE = "alice@clinic.example"
 BOB = "bob@clinic.example"
 HTML = "text/html,application/xhtml+xml,*/*;q=0.8"
 
-LINKEDIN = {
-    "name": "LinkedIn",
-    "domains": ["linkedin.com", "licdn.com"],
-    "logins": [{"path": "^/checkpoint/lg/login-submit", "hosts": ["www.linkedin.com"],
-                "fields": ["session_key"]}],
-    "session": {"cookie": "li_at"},
-    "headers": {"X-GoogApps-Allowed-Domains": "{company_domains}"},
-    "prohibited": [{"action": "contact_import", "path": "^/mynetwork/import-contacts"}],
-    "audited": [{"action": "group_created", "method": "POST", "path": "^/groups/create",
-                 "fields": {"kind": "group"}}],
-}
+LINKEDIN = configs.LINKEDIN_ACCOUNTS
 
 
 class Secrets:

@@ -14,18 +14,8 @@ from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.core.model import Policy
 
-LINKEDIN = {
-    "name": "LinkedIn",
-    "domains": ["linkedin.com", "licdn.com"],
-    "terms_url": "https://www.linkedin.com/legal/user-agreement",
-    "logins": [{"path": "^/checkpoint/lg/login-submit", "hosts": ["www.linkedin.com"],
-                "fields": ["session_key"]}],
-    "session": {"cookie": "li_at"},
-    "headers": {"X-GoogApps-Allowed-Domains": "{company_domains}"},
-    "prohibited": [{"action": "contact_import", "path": "^/mynetwork/import-contacts"}],
-    "audited": [{"action": "group_created", "method": "POST", "path": "^/groups/create",
-                 "fields": {"kind": "group"}}],
-}
+LINKEDIN = {**configs.LINKEDIN_ACCOUNTS,
+            "terms_url": "https://www.linkedin.com/legal/user-agreement"}
 
 
 @pytest.fixture

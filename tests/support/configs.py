@@ -36,6 +36,21 @@ SERVICES: Doc = {
 }
 
 
+# LinkedIn with every company-account rule kind (login, session, tenant header, prohibited
+# and audited actions): the service the account tests, in process and end to end, exercise.
+LINKEDIN_ACCOUNTS: Doc = {
+    "name": "LinkedIn",
+    "domains": ["linkedin.com", "licdn.com"],
+    "logins": [{"path": "^/checkpoint/lg/login-submit", "hosts": ["www.linkedin.com"],
+                "fields": ["session_key"]}],
+    "session": {"cookie": "li_at"},
+    "headers": {"X-GoogApps-Allowed-Domains": "{company_domains}"},
+    "prohibited": [{"action": "contact_import", "path": "^/mynetwork/import-contacts"}],
+    "audited": [{"action": "group_created", "method": "POST", "path": "^/groups/create",
+                 "fields": {"kind": "group"}}],
+}
+
+
 def services_doc(**extra_services: Doc) -> Doc:
     """The default catalog, with `extra_services` (id -> entry) added or replaced."""
     doc = copy.deepcopy(SERVICES)
