@@ -5,9 +5,15 @@
   refused; a login body announced larger than the limit is refused before it is read; where
   no login rule applies, a credential in a header, or a form too large to read, is refused
   (the credential guard, gatekeeper.core.credentials).
-- `request` (body read): login identifiers must be the grant's accounts; where no login rule
-  applies, a request that carries a credential is refused (`unrecognized_sign_in`);
-  prohibited actions that look at field values; audited actions are recorded.
+- `request` (body read): login identifiers must be the grant's accounts; so must the address
+  of a sign-up (else refused with action `sign_up`; a company sign-up is recorded as
+  `account_created`); where no login or sign-up rule applies, a request that carries a
+  credential is refused (`unrecognized_sign_in`); prohibited actions that look at field
+  values; audited actions are recorded with their target.
+- Action rules that look at field values fail closed: when one applies and the body cannot be
+  read whole (length unknown or over the limit, judged on the headers; or undecodable), a
+  prohibited one refuses the request (`unreadable_request`) and an audited one is recorded
+  as `unreadable`.
 - `response`: session cookies and tokens the service hands out while a company login is in
   progress are bound to (employee, service), as keyed hashes in the state database.
 
@@ -37,8 +43,11 @@ from gatekeeper.core.logins import (
     LoginCheck,
     LoginResult,
     Target,
+    account_rule,
     accounts_of,
+    action_target,
     check_login,
+    field_rules,
     issued_tokens,
     login_rule,
     make_target,
@@ -48,10 +57,19 @@ from gatekeeper.core.logins import (
     read_json,
     request_tokens,
     session_reason,
+    signup_step,
     step_rule,
 )
 from gatekeeper.core.model import Decision, Reason, Service, Verdict
-from gatekeeper.statedb import SessionCache, load_secret
+from gatekeeper.statedb import (
+    ACCOUNT_CREATED,
+    RECORDED,
+    REFUSED,
+    REPORTED,
+    UNREADABLE,
+    SessionCache,
+    load_secret,
+)
 from gatekeeper.statedb.worker import StateOperationError, StateWorker
 
 DEFAULT_MAX_LOGIN_BODY = 1024 * 1024
@@ -62,6 +80,8 @@ LOGIN_WINDOW_SECONDS = 600.0
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 # Headers that, given twice, servers resolve differently (first, last, or joined).
 SINGLE_HEADERS = ("content-type", "content-encoding")
+SIGN_UP = "sign_up"  # the action named when a sign-up is refused
+MAX_RECENT_SIGNUPS = 1000
 
 
 class Accounts:
@@ -72,6 +92,9 @@ class Accounts:
         self.sessions: SessionCache | None = None
         # (employee, service) -> monotonic deadline of the login in progress
         self.logins_in_progress: dict[tuple[str, str], float] = {}
+        # (employee, service, masked address) -> monotonic time an account creation was
+        # recorded: a sign-up of several steps (a dry run, then the real one) is one creation
+        self.recent_signups: dict[tuple[str, str, str], float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -114,17 +137,25 @@ class Accounts:
         target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
         if prohibited is not None:
-            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
+            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
+                        action_target(prohibited, target, None))
             return
         if needs_body(service, target) or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
-        if login_rule(service, target) is None:
+        if self._actions_unreadable(flow, context, service, target):
+            leave_unread(flow)
+            return
+        if account_rule(service, target) is None:
             self._guard_headers(flow, context, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
         if detail is not None:
             context.body_unread = True
-            self._login_checked(flow, context, LoginCheck(LoginResult.UNVERIFIABLE, detail=detail))
+            check = LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
+            if login_rule(service, target) is not None:
+                self._login_checked(flow, context, check)
+            else:
+                self._signup_checked(flow, context, check)
             leave_unread(flow)
 
     @fail_closed
@@ -143,19 +174,30 @@ class Accounts:
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
             return
+        accounts = accounts_of(policy, decision.employee, service.id)
         rule = step_rule(service, target, form)
         if rule is not None:
-            accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
             if not self._login_checked(flow, context, check):
                 return
-        prohibited = match_action(service.prohibited, target, form)
-        if prohibited is not None:
-            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
+        signup = signup_step(service, target, form)
+        if signup is not None:
+            check = check_login(signup, accounts, decision.employee, policy.accounts, form)
+            if not self._signup_checked(flow, context, check):
+                return
+        if form is None and not context.actions_unread \
+                and self._actions_unread(flow, context, service, target, "unreadable_body"):
             return
-        audited = match_action(service.audited, target, form)
+        fields = None if context.actions_unread else form  # unread: field rules never match
+        prohibited = match_action(service.prohibited, target, fields)
+        if prohibited is not None:
+            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
+                        action_target(prohibited, target, fields))
+            return
+        audited = match_action(service.audited, target, fields)
         if audited is not None:
-            self._audit(decision.employee, service.id, audited.action)
+            self._audit(decision.employee, service.id, audited.action,
+                        action_target(audited, target, fields))
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
@@ -221,6 +263,35 @@ class Accounts:
             for header in _expiring_cookies(flow, service, service.session_cookie):
                 flow.response.headers.add("Set-Cookie", header)
         return True
+
+    def _actions_unreadable(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
+                            target: Target) -> bool:
+        """Field-matched action rules on a body that cannot be read whole, judged on the
+        headers (as a login's); True when the request was refused."""
+        if not field_rules((*service.prohibited, *service.audited), target):
+            return False
+        detail = _unreadable_login(flow.request, self.max_body)
+        if detail is None:
+            return False
+        context.actions_unread = True
+        return self._actions_unread(flow, context, service, target, detail)
+
+    def _actions_unread(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
+                        target: Target, detail: str) -> bool:
+        """Fail closed where field-matched action rules apply to a body that was not read: a
+        prohibited one could match, so the request is refused (`unreadable_request`); an
+        audited one is recorded as `unreadable`, never dropped. True when refused."""
+        prohibited = field_rules(service.prohibited, target)
+        audited = field_rules(service.audited, target)
+        if not (prohibited or audited):
+            return False
+        decision = context.decision
+        log.warning("actions_unreadable", employee=decision.employee, service=service.id,
+                    detail=detail, actions=sorted({r.action for r in (*prohibited, *audited)}))
+        if prohibited:
+            return self._block(flow, context, Reason.UNREADABLE_REQUEST)
+        self._audit(decision.employee, service.id, UNREADABLE, outcome=UNREADABLE)
+        return False
 
     def _guard_headers(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
                        target: Target) -> None:
@@ -292,6 +363,33 @@ class Accounts:
         self._block(flow, context, check.reason)
         return False
 
+    def _signup_checked(self, flow: http.HTTPFlow, context: FlowContext,
+                        check: LoginCheck) -> bool:
+        """Act on a sign-up check; True when the account may be created. A company sign-up is
+        recorded (masked address) once per address within the login window, and the session
+        the site then hands out is bound as after a login; any other is refused, action
+        `sign_up`."""
+        decision = context.decision
+        employee, service = decision.employee, decision.service or ""
+        named = check.account or check.identifier
+        masked = mask_identifier(named) if named else None
+        if check.reason is not None:
+            log.warning("signup_refused", employee=employee, service=service,
+                        result=check.result.value, identifier=masked, detail=check.detail)
+            self._block(flow, context, check.reason, SIGN_UP, masked)
+            return False
+        now = time.monotonic()
+        self.logins_in_progress[(employee or "", service)] = now + LOGIN_WINDOW_SECONDS
+        log.info("signup_checked", employee=employee, service=service, account=masked)
+        key = (employee or "", service, masked or "")
+        recorded = self.recent_signups.get(key)
+        if recorded is None or now - recorded > LOGIN_WINDOW_SECONDS:
+            if len(self.recent_signups) >= MAX_RECENT_SIGNUPS:
+                self.recent_signups.clear()
+            self.recent_signups[key] = now
+            self._audit(employee, service, ACCOUNT_CREATED, masked)
+        return True
+
     def _login_in_progress(self, employee: str, service: str) -> bool:
         deadline = self.logins_in_progress.get((employee, service))
         if deadline is None:
@@ -302,19 +400,28 @@ class Accounts:
         return False
 
     def _block(self, flow: http.HTTPFlow, context: FlowContext, reason: Reason,
-               action: str | None = None) -> bool:
-        """Refuse the flow through the shared path; False in report mode (let through)."""
+               action: str | None = None, target: str | None = None) -> bool:
+        """Refuse the flow through the shared path; False in report mode (let through). A
+        refused action (a prohibited one, a sign-up) is also recorded for the activity
+        report, with what it was about when the rule names it."""
         decision = context.decision
         blocked = Decision(Verdict.BLOCK, reason, decision.service, decision.employee, action)
         enforce(self.runtime, flow, context, blocked)
-        return flow.response is not None
+        refused = flow.response is not None
+        if action is not None and decision.employee is not None:
+            self.runtime.recorder.audited(decision.employee, decision.service or "", action,
+                                          target, REFUSED if refused else REPORTED)
+        return refused
 
-    def _audit(self, employee: str | None, service: str, action: str) -> None:
-        """Log, count and record (for the access review) an action the moderators check."""
+    def _audit(self, employee: str | None, service: str, action: str,
+               target: str | None = None, outcome: str = RECORDED) -> None:
+        """Log, count and record (for the review and the activity report) an action the
+        moderators check; `target` is the site's id of what it was about, never a body."""
         self.runtime.metrics.audited_actions.labels(service, action).inc()
-        log.info("audited_action", employee=employee, service=service, action=action)
+        log.info("audited_action", employee=employee, service=service, action=action,
+                 target=target)
         if employee is not None:
-            self.runtime.recorder.audited(employee, service, action)
+            self.runtime.recorder.audited(employee, service, action, target, outcome)
 
     def _form(self, flow: http.HTTPFlow) -> Form | None:
         """The request's fields; None when the body is too large, ambiguous, or cannot be
@@ -377,10 +484,10 @@ def _target(flow: http.HTTPFlow, context: FlowContext) -> Target:
 
 def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
     """Whether the credential guard reads this request's body: one that may carry a form,
-    sent to a service that needs a grant, where no login rule applies."""
+    sent to a service that needs a grant, where no login or sign-up rule applies."""
     return (service.guarded and credentials.readable_body(target.method,
                                                           request.headers.get("content-type", ""))
-            and login_rule(service, target) is None)
+            and account_rule(service, target) is None)
 
 
 def _unreadable_login(request: http.Request, limit: int) -> str | None:

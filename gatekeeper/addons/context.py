@@ -36,6 +36,9 @@ class FlowContext:
     terms_url: str | None = None  # the terms the employee must accept first (interstitial)
     target: Target | None = None  # what the catalog's rules look at (built once, by Accounts)
     body_unread: bool = False  # a login refused on its headers: its body is never read
+    # Field-matched action rules applied but the body could not be read whole (judged on the
+    # headers): already refused or recorded as unreadable, so never matched on the body.
+    actions_unread: bool = False
 
     @property
     def enforced(self) -> bool:

@@ -1,11 +1,13 @@
-"""What the access review needs from the proxy (blocked attempts, audited actions, last use of
-a grant), written to the state database off the event loop.
+"""What the access review and the activity report need from the proxy (blocked attempts,
+audited actions and account creations, refused actions, last use of a grant), written to the
+state database off the event loop; and the pruning of events older than the retention window.
 
 On the request path an event costs an append to a bounded deque (or one dict store for grant
 use, of which only the latest per (employee, service) matters); a daemon thread hands what has
 gathered about once a second to the writer (in the proxy, the state worker's single thread) as
 one transaction. If the database cannot keep up, the oldest events are dropped (said once per
-episode in the log), never the proxy slowed down.
+episode in the log), never the proxy slowed down. The same thread prunes the events older than
+the retention window when it starts and every `PRUNE_INTERVAL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 
 from gatekeeper.logs import get_logger
-from gatekeeper.statedb import AuditedAction, BlockedAttempt, Event, GrantUse
+from gatekeeper.statedb import RECORDED, AuditedAction, BlockedAttempt, Event, GrantUse
 
 log = get_logger("gatekeeper.recorder")
 
 FLUSH_INTERVAL_SECONDS = 1.0
+PRUNE_INTERVAL_SECONDS = 6 * 3600.0
 MAX_QUEUED = 10_000
+Prune = Callable[[dt.datetime], object]  # deletes the events that are too old at that time
 
 
 class Recorder:
@@ -29,8 +34,13 @@ class Recorder:
     what every other addon recorded before the process exits."""
 
     def __init__(self, *, interval: float = FLUSH_INTERVAL_SECONDS,
-                 max_queued: int = MAX_QUEUED) -> None:
+                 max_queued: int = MAX_QUEUED, prune_interval: float = PRUNE_INTERVAL_SECONDS,
+                 clock: Callable[[], dt.datetime] | None = None) -> None:
         self.interval = interval
+        self.prune_interval = prune_interval
+        self._clock = clock or _now
+        self._prune: Prune | None = None
+        self._next_prune = 0.0  # monotonic
         self._events: collections.deque[Event] = collections.deque(maxlen=max_queued)
         self._usage: dict[tuple[str, str], dt.datetime] = {}
         self._dropped = 0
@@ -44,8 +54,9 @@ class Recorder:
     def blocked(self, employee: str | None, service: str, reason: str) -> None:
         self._append(BlockedAttempt(employee, service, reason, _now()))
 
-    def audited(self, employee: str, service: str, action: str) -> None:
-        self._append(AuditedAction(employee, service, action, _now()))
+    def audited(self, employee: str, service: str, action: str, target: str | None = None,
+                outcome: str = RECORDED) -> None:
+        self._append(AuditedAction(employee, service, action, _now(), target, outcome))
 
     def used(self, employee: str, service: str) -> None:
         self._usage[(employee, service)] = _now()
@@ -60,12 +71,14 @@ class Recorder:
 
     # --- the writer -------------------------------------------------------------------------
 
-    def start(self, write: Callable[[list[Event]], object]) -> None:
+    def start(self, write: Callable[[list[Event]], object], prune: Prune | None = None) -> None:
         """Start the thread; `write(batch)` records a batch in one transaction (such as
-        `StateDB.record_many`) and raises when it could not."""
+        `StateDB.record_many`) and raises when it could not; `prune(now)`, when given, is
+        called from the thread at once and every `prune_interval` seconds."""
         if self._thread is not None:
             return
         self._write = write
+        self._prune = prune
         self._thread = threading.Thread(target=self._run, name="gatekeeper-recorder",
                                         daemon=True)
         self._thread.start()
@@ -105,9 +118,23 @@ class Recorder:
             self._dropped = 0
         return batch
 
+    def prune_due(self) -> bool:
+        """Prune now if the interval has passed since the last time (the thread's timer);
+        True when it pruned. A failure is logged, and tried again at the next interval."""
+        if self._prune is None or time.monotonic() < self._next_prune:
+            return False
+        self._next_prune = time.monotonic() + self.prune_interval
+        try:
+            self._prune(self._clock())
+        except Exception as e:  # the database failed: keep recording, say so
+            log.error("events_not_pruned", error=type(e).__name__)
+        return True
+
     def _run(self) -> None:
+        self.prune_due()
         while not self._stop.wait(self.interval):
             self.flush()
+            self.prune_due()
 
 
 def _now() -> dt.datetime:

@@ -71,7 +71,8 @@ class Runtime:
             worker = StateWorker(state, Path(state_dir) / DB_FILE, self.metrics, problem=problem)
             worker.check()  # PRAGMA quick_check before the first request
             worker.start()
-            self.recorder.start(functools.partial(_record_events, worker))
+            self.recorder.start(functools.partial(_record_events, worker),
+                                functools.partial(_prune_events, worker, self.holder))
             self.state, self.state_worker, self.csrf = state, worker, csrf
         return self.state_worker
 
@@ -94,6 +95,18 @@ class Runtime:
 def _record_events(worker: StateWorker, events: list[Event]) -> None:
     """The recorder's batches go through the one state writer (from the recorder's thread)."""
     worker.call("record_events", lambda db: db.record_many(events))
+
+
+def _prune_events(worker: StateWorker, holder: PolicyHolder, now: dt.datetime) -> None:
+    """Delete the events older than the live policy's retention window (approvals.yaml
+    `event_retention_days`), through the one state writer; logs what went."""
+    policy = holder.policy
+    if policy is None:
+        return
+    before = now - dt.timedelta(days=policy.event_retention_days)
+    pruned = worker.call("prune_events", lambda db: db.prune_events(before))
+    if any(pruned.values()):
+        log.info("events_pruned", before=before.date().isoformat(), **pruned)
 
 
 def employee_of(flow: http.HTTPFlow, policy: Policy) -> str | None:

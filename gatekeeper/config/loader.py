@@ -23,6 +23,7 @@ from gatekeeper.core.credentials import DEFAULT_CREDENTIAL_FIELDS, credential_fi
 from gatekeeper.core.hosts import DomainIndex, validate_domain
 from gatekeeper.core.identifiers import normalize_identifier
 from gatekeeper.core.model import (
+    DEFAULT_RETENTION_DAYS,
     Access,
     ActionRule,
     AddressIndex,
@@ -50,6 +51,7 @@ HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 METHOD = re.compile(r"\A[A-Z]+\Z")
 BUILTIN_PLACEHOLDERS = ("company_domains",)
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 31, 3660  # at least one review period; ten years
 
 
 def config_files(config_dir: Path) -> tuple[Path, Path]:
@@ -185,7 +187,8 @@ class _Builder:
             approvals_root,
             "approvals.yaml",
             required=("approver", "company_domains"),
-            optional=("mode", "employees", "grants", "require_terms_acknowledgement", "notify"),
+            optional=("mode", "employees", "grants", "require_terms_acknowledgement", "notify",
+                      "event_retention_days"),
         )
         if top is None:
             return None
@@ -200,6 +203,7 @@ class _Builder:
         notify: dict[str, Any] = {}
         if "notify" in top:
             notify = self._notify(top["notify"])
+        retention = self._retention_days(top.get("event_retention_days"))
 
         placeholders = {"company_domains": ",".join(company_domains)}
         services, unfilled = self._services(services_root, placeholders)
@@ -220,6 +224,7 @@ class _Builder:
             accounts=MappingProxyType(accounts),
             require_terms_acknowledgement=require_terms,
             notify=MappingProxyType(notify),
+            event_retention_days=retention,
             sha256=sha256,
             unfilled=tuple(sorted(unfilled)),
         )
@@ -236,6 +241,16 @@ class _Builder:
             except ValueError as e:
                 self.app.error(item, f"company_domains: {e}")
         return tuple(result)
+
+    def _retention_days(self, node: Node | None) -> int:
+        """`event_retention_days:` how long review and activity events are kept."""
+        if node is None:
+            return DEFAULT_RETENTION_DAYS
+        if node.kind != "int" or not MIN_RETENTION_DAYS <= node.value <= MAX_RETENTION_DAYS:
+            self.app.error(node, f"event_retention_days must be a whole number of days from "
+                                 f"{MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}")
+            return DEFAULT_RETENTION_DAYS
+        return int(node.value)
 
     def _notify(self, node: Node) -> dict[str, Any]:
         """`notify:` how the approver hears of new requests (read by gatekeeper.notify)."""
@@ -506,8 +521,8 @@ class _Builder:
             what,
             required=("name", "domains"),
             optional=(
-                "terms_url", "access", "logins", "session", "headers", "prohibited", "audited",
-                "credential_fields", "basic_auth_apps",
+                "terms_url", "access", "logins", "signups", "session", "headers", "prohibited",
+                "audited", "credential_fields", "basic_auth_apps",
             ),
         )
         if fields is None:
@@ -540,6 +555,9 @@ class _Builder:
         login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
         rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)
         logins = tuple(rule for rule in rules if rule is not None)
+        signup_nodes = s.seq(fields["signups"], f"{what}: signups") if "signups" in fields else []
+        rules = (self._login_rule(n, f"{what}: sign-up rule", domain_set) for n in signup_nodes)
+        signups = tuple(rule for rule in rules if rule is not None)
         session_cookie, session_tokens = None, None
         if "session" in fields:
             session_cookie, session_tokens = self._session(fields["session"], what, domain_set)
@@ -561,6 +579,7 @@ class _Builder:
             terms_url=terms_url,
             access=access,
             logins=logins,
+            signups=signups,
             session_cookie=session_cookie or None,
             headers=headers,
             prohibited=prohibited,
@@ -665,23 +684,33 @@ class _Builder:
         for item in s.seq(node, what):
             fields = s.mapping(
                 item, f"{what} rule", required=("action", "path"),
-                optional=("method", "hosts", "fields"),
+                optional=("method", "hosts", "fields", "target"),
             )
             if fields is None:
                 continue
             action = s.string(fields.get("action"), f"{what}: action", ACTION_NAME)
             path = s.regex(fields.get("path"), f"{what}: path")
             values = self._field_values(fields.get("fields"), f"{what}: fields")
+            target = self._target(fields.get("target"), f"{what}: target")
             rule = ActionRule(
                 action=action,
                 path=path,  # type: ignore[arg-type]
                 method=self._method(fields.get("method"), what),
                 hosts=self._hosts(fields.get("hosts"), what, domains),
                 fields=MappingProxyType(values),
+                target=target,
             )
             if action and path is not None:
                 rules.append(rule)
         return tuple(rules)
+
+    def _target(self, node: Node | None, what: str) -> tuple[str, ...]:
+        """`target:` one field name or a list of them (absent: none)."""
+        if node is None:
+            return ()
+        if node.kind == "str":
+            return (node.value,) if node.value else ()
+        return tuple(i.value for i in self.svc.strings(node, what) if i.value)
 
     def _field_values(self, node: Node | None, what: str) -> dict[str, str]:
         """A mapping of field name to the value it must have (rule conditions)."""

@@ -75,12 +75,14 @@ def make_target(method: str, hosts: Iterable[str | None], path: str, query: str 
 @dataclass(frozen=True, slots=True)
 class LoginCheck:
     """A checked login. `identifier` is the offending normalized value (log it masked only),
-    `owner` the employee it belongs to for a mismatch, `detail` why it was unverifiable."""
+    `owner` the employee it belongs to for a mismatch, `detail` why it was unverifiable,
+    `account` the first company account a company login names (a sign-up records it masked)."""
 
     result: LoginResult
     identifier: str | None = None
     owner: str | None = None
     detail: str | None = None
+    account: str | None = None
 
     @property
     def reason(self) -> Reason | None:
@@ -102,13 +104,28 @@ def login_rule(service: Service, target: Target) -> LoginRule | None:
     return next((rule for rule in service.logins if applies(rule, target)), None)
 
 
+def signup_rule(service: Service, target: Target) -> LoginRule | None:
+    """The first sign-up rule of `service` the request matches."""
+    return next((rule for rule in service.signups if applies(rule, target)), None)
+
+
+def account_rule(service: Service, target: Target) -> LoginRule | None:
+    """A login or sign-up rule that applies: the request names an account to be checked."""
+    return login_rule(service, target) or signup_rule(service, target)
+
+
+def field_rules(rules: Iterable[ActionRule], target: Target) -> list[ActionRule]:
+    """The rules that apply to the request line and look at field values: whether they
+    match depends on a body that must be read."""
+    return [rule for rule in rules if rule.fields and applies(rule, target)]
+
+
 def needs_body(service: Service, target: Target) -> bool:
-    """Whether a login rule, or an action rule that looks at field values, applies: then the
-    decision waits for the body."""
-    if login_rule(service, target) is not None:
+    """Whether a login or sign-up rule, or an action rule that looks at field values,
+    applies: then the decision waits for the body."""
+    if account_rule(service, target) is not None:
         return True
-    rules = (*service.prohibited, *service.audited)
-    return any(rule.fields and applies(rule, target) for rule in rules)
+    return bool(field_rules((*service.prohibited, *service.audited), target))
 
 
 # --- reading fields -------------------------------------------------------------------------
@@ -343,7 +360,7 @@ def classify(
     mismatch: LoginCheck | None = None
     personal: LoginCheck | None = None
     unreadable = False
-    seen = False
+    first: str | None = None  # the first identifier found
     for value in values:
         if value is None:
             unreadable = True
@@ -351,7 +368,7 @@ def classify(
         identifier = normalize_identifier(value)
         if not identifier:
             continue
-        seen = True
+        first = first or identifier
         if identifier in accounts:
             continue
         owner = owners.get(identifier)
@@ -363,9 +380,9 @@ def classify(
         return mismatch or personal  # type: ignore[return-value]
     if unreadable:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_value")
-    if not seen:
+    if first is None:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="no_identifier")
-    return LoginCheck(LoginResult.COMPANY)
+    return LoginCheck(LoginResult.COMPANY, account=first)
 
 
 def accounts_of(policy: Policy, employee: str | None, service: str) -> frozenset[str]:
@@ -395,6 +412,25 @@ def match_action(
     return None
 
 
+MAX_TARGET = 128  # characters of an action's target kept: an id, never a body
+
+
+def action_target(rule: ActionRule, target: Target, form: Form | None) -> str | None:
+    """What an audited action was about, as the site names it (a group, page or profile
+    id): the path's `target` group, else the first non-empty value of the rule's target
+    fields; control characters become spaces and it is cut to MAX_TARGET characters."""
+    found: str | None = None
+    if "target" in rule.path.groupindex:
+        match = next((m for m in map(rule.path.match, target.paths) if m), None)
+        found = match.group("target") if match else None
+    if not found and form is not None:
+        found = next((v for name in rule.target for v in form.values(name) if v), None)
+    if not found:
+        return None
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in found).split())
+    return cleaned[:MAX_TARGET] or None
+
+
 def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
     """Each named field has the given value (case-insensitively, so YAML `True` is `true`)."""
     return all(
@@ -407,7 +443,16 @@ def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule 
     """The login rule to check: the one that applies and whose `when` the fields meet, or,
     when several do (X's two identifier steps on one path, sent in one request), the first
     with the fields of all of them, so that no step's identifier goes unchecked."""
-    rules = [rule for rule in service.logins if applies(rule, target) and login_step(rule, form)]
+    return _step(service.logins, target, form)
+
+
+def signup_step(service: Service, target: Target, form: Form | None) -> LoginRule | None:
+    """The sign-up rule to check, chosen as `step_rule` chooses a login rule."""
+    return _step(service.signups, target, form)
+
+
+def _step(rules: Iterable[LoginRule], target: Target, form: Form | None) -> LoginRule | None:
+    rules = [rule for rule in rules if applies(rule, target) and login_step(rule, form)]
     if len(rules) < 2:
         return rules[0] if rules else None
     fields = tuple(dict.fromkeys(name for rule in rules for name in rule.fields))

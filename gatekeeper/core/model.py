@@ -20,6 +20,9 @@ from gatekeeper.core.hosts import DomainIndex
 from gatekeeper.core.identifiers import normalize_user
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Review and activity events are kept this long (days) unless approvals.yaml says otherwise:
+# a monthly review still sees the same month a year before.
+DEFAULT_RETENTION_DAYS = 400
 
 
 class Verdict(enum.StrEnum):
@@ -44,6 +47,7 @@ class Reason(enum.StrEnum):
     UNVERIFIABLE_LOGIN = "unverifiable_login"
     UNVERIFIED_SESSION = "unverified_session"
     PROHIBITED_ACTION = "prohibited_action"
+    UNREADABLE_REQUEST = "unreadable_request"  # a prohibited rule could match an unread body
     TERMS_NOT_ACKNOWLEDGED = "terms_not_acknowledged"
     INTERNAL_ERROR = "internal_error"
 
@@ -63,6 +67,8 @@ REASON_TEXT: Mapping[Reason, str] = MappingProxyType(
         "site's own sign-in form: a sign-in through another service (\"Continue with Google\" "
         "or Apple), a QR code or a link sent by e-mail cannot be checked by the proxy.",
         Reason.PROHIBITED_ACTION: "Company accounts may not be used for this.",
+        Reason.UNREADABLE_REQUEST: "This request could not be checked against the rules for "
+        "company accounts, so it was stopped.",
         Reason.TERMS_NOT_ACKNOWLEDGED: "Please accept the service's Terms of Use first.",
         Reason.INTERNAL_ERROR: "The policy could not be applied, so the request was stopped.",
     }
@@ -105,6 +111,9 @@ class ActionRule:
     method: str | None = None  # None: any method
     hosts: frozenset[str] | None = None
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Audited: the fields (any depth, query included) whose first value names what the action
+    # was about (a group or profile id), recorded with it; a path group `(?P<target>...)` too.
+    target: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,9 @@ class Service:
     terms_url: str | None = None
     access: Access = Access.APPROVED
     logins: tuple[LoginRule, ...] = ()
+    # Requests that create an account: checked like logins (the address must be a company
+    # account of the employee), and recorded.
+    signups: tuple[LoginRule, ...] = ()
     session_cookie: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
     prohibited: tuple[ActionRule, ...] = ()
@@ -259,6 +271,8 @@ class Policy:
     # (`normalize_user`) -> employee id, and the realms and domains a sign-in name may carry.
     user_ids: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     realms: frozenset[str] = frozenset()
+    # Review and activity events older than this many days are pruned (approvals.yaml).
+    event_retention_days: int = DEFAULT_RETENTION_DAYS
 
     def identify(self, proxy_user: str | None, source_address: str | None) -> str | None:
         """The employee id: the proxy-auth user name, else the device's source address."""
@@ -290,7 +304,7 @@ class Decision(NamedTuple):
     reason: Reason
     service: str | None = None
     employee: str | None = None
-    action: str | None = None  # the prohibited action, for PROHIBITED_ACTION
+    action: str | None = None  # the prohibited action, or `sign_up` for a refused sign-up
 
     @property
     def blocked(self) -> bool:

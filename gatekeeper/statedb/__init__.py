@@ -22,6 +22,7 @@ from gatekeeper.statedb.errors import (
     UnknownRequestError,
 )
 from gatekeeper.statedb.records import (
+    ACCOUNT_CREATED,
     APPROVED,
     DECISIONS,
     DENIED,
@@ -29,6 +30,10 @@ from gatekeeper.statedb.records import (
     ID_LENGTH,
     MAX_JUSTIFICATION,
     PENDING,
+    RECORDED,
+    REFUSED,
+    REPORTED,
+    UNREADABLE,
     WITHDRAWN,
     AccessRequest,
     Acknowledgement,
@@ -53,8 +58,10 @@ from gatekeeper.statedb.sessions import (
 )
 
 __all__ = [
-    "APPROVED", "BUSY_TIMEOUT_MS", "DB_FILE", "DECISIONS", "DENIED", "ID_ALPHABET", "ID_LENGTH",
-    "KEEP_BINDINGS", "MAX_JUSTIFICATION", "MIGRATIONS", "PENDING", "SECRET_FILE", "WITHDRAWN",
+    "ACCOUNT_CREATED", "APPROVED", "BUSY_TIMEOUT_MS", "DB_FILE", "DECISIONS", "DENIED",
+    "ID_ALPHABET", "ID_LENGTH",
+    "KEEP_BINDINGS", "MAX_JUSTIFICATION", "MIGRATIONS", "PENDING", "RECORDED", "REFUSED",
+    "REPORTED", "SECRET_FILE", "UNREADABLE", "WITHDRAWN",
     "AccessRequest", "Acknowledgement", "AuditedAction", "Binding", "BlockedAttempt",
     "BlockedSummary", "Event", "GrantUse", "Notification", "RequestDecidedError", "ReviewData",
     "SessionCache", "StateCorruptError", "StateDB", "StateError", "StateTimeoutError",

@@ -410,6 +410,27 @@ class StateDB:
             for event in events:
                 _record(conn, event)
 
+    def activity(self, since: dt.datetime, *, employee: str | None = None,
+                 service: str | None = None) -> list[AuditedAction]:
+        """The activity of company IDs since `since` (audited actions, account creations,
+        refused actions), oldest first, of one employee and/or service when given."""
+        with self._connection() as conn:
+            return _activity(conn, since, employee, service)
+
+    def prune_events(self, before: dt.datetime) -> dict[str, int]:
+        """Delete the review and activity events older than `before`: blocked attempts of
+        the days before its day, and audited actions (the activity) before it. Requests,
+        acknowledgements and the one last-use time per grant are records, not events: kept.
+        Returns how many rows of each table went."""
+        stamp = _ts(before)
+        with self._write() as conn:
+            return {
+                "blocked_daily": conn.execute(
+                    "DELETE FROM blocked_daily WHERE day < ?", (stamp[:10],)).rowcount,
+                "audited_actions": conn.execute(
+                    "DELETE FROM audited_actions WHERE at < ?", (stamp,)).rowcount,
+            }
+
     # --- notification outbox ----------------------------------------------------------------
 
     def due_notifications(self, now: dt.datetime, limit: int = 100) -> list[Notification]:
@@ -460,11 +481,7 @@ class StateDB:
                 " FROM blocked_daily WHERE day >= ? GROUP BY employee, service, reason",
                 (start[:10],),
             ).fetchall()
-            audited = conn.execute(
-                "SELECT employee, service, action, at FROM audited_actions WHERE at >= ?"
-                " ORDER BY at, id",
-                (start,),
-            ).fetchall()
+            audited = _activity(conn, since)
             acknowledgements = _acknowledgements(conn)
             usage = conn.execute("SELECT employee, service, last_seen FROM grant_usage").fetchall()
             undelivered = conn.execute(
@@ -488,7 +505,7 @@ class StateDB:
             pending=tuple(_request(r) for r in pending),
             decided=tuple(_request(r) for r in decided),
             blocked=tuple(summaries),
-            audited=tuple(AuditedAction(e, s, a, _parse(at)) for e, s, a, at in audited),
+            audited=tuple(audited),
             acknowledgements=tuple(acknowledgements),
             last_use={(e, s): _parse(at) for e, s, at in usage},
             undelivered_notifications=undelivered,
@@ -590,6 +607,21 @@ def _acknowledgements(conn: sqlite3.Connection) -> list[Acknowledgement]:
     return [Acknowledgement(e, s, u, _parse(at)) for e, s, u, at in rows]
 
 
+def _activity(conn: sqlite3.Connection, since: dt.datetime, employee: str | None = None,
+              service: str | None = None) -> list[AuditedAction]:
+    where, params = ["at >= ?"], [_ts(since)]
+    for column, value in (("employee", employee), ("service", service)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    rows = conn.execute(
+        "SELECT employee, service, action, at, target, outcome FROM audited_actions"
+        f" WHERE {' AND '.join(where)} ORDER BY at, id",
+        params,
+    ).fetchall()
+    return [AuditedAction(e, s, a, _parse(at), t, o) for e, s, a, at, t, o in rows]
+
+
 def _record(conn: sqlite3.Connection, event: Event) -> None:
     stamp = _ts(event.at)
     if isinstance(event, BlockedAttempt):
@@ -601,8 +633,9 @@ def _record(conn: sqlite3.Connection, event: Event) -> None:
         )
     elif isinstance(event, AuditedAction):
         conn.execute(
-            "INSERT INTO audited_actions (employee, service, action, at) VALUES (?, ?, ?, ?)",
-            (event.employee, event.service, event.action, stamp),
+            "INSERT INTO audited_actions (employee, service, action, at, target, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (event.employee, event.service, event.action, stamp, event.target, event.outcome),
         )
     else:
         conn.execute(

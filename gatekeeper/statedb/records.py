@@ -83,12 +83,22 @@ class BlockedAttempt:
     at: dt.datetime
 
 
+RECORDED, REFUSED, REPORTED, UNREADABLE = "recorded", "refused", "reported", "unreadable"
+ACCOUNT_CREATED = "account_created"  # the action of a checked company sign-up
+
+
 @dataclass(frozen=True, slots=True)
 class AuditedAction:
+    """An activity of a company ID: an audited action, an account creation, or a prohibited
+    action or sign-up that was refused. `target` is what it was about as the site names it
+    (a group or profile id; a masked address for an account creation), never a body."""
+
     employee: str
     service: str
     action: str
     at: dt.datetime
+    target: str | None = None
+    outcome: str = RECORDED  # RECORDED, REFUSED, REPORTED (report mode) or UNREADABLE
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +106,8 @@ class AuditedAction:
             "service": self.service,
             "action": self.action,
             "at": iso(self.at),
+            "target": self.target,
+            "outcome": self.outcome,
         }
 
 

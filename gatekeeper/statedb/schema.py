@@ -90,6 +90,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notifications_due ON notifications (next_attempt) WHERE sent_at IS NULL;
     """,
+    # 2: activity: what an audited action was about (a group or profile id as the site names
+    # it, or a masked address for an account creation), and whether it went through
+    # ('recorded'), was refused ('refused'; 'reported' in report mode) or could not be read
+    # ('unreadable'); and an index for the activity report of one person.
+    """
+    ALTER TABLE audited_actions ADD COLUMN target TEXT;
+    ALTER TABLE audited_actions ADD COLUMN outcome TEXT NOT NULL DEFAULT 'recorded';
+    CREATE INDEX audited_actions_by_who ON audited_actions (employee, service, at);
+    """,
 )
 
 
