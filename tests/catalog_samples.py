@@ -34,12 +34,13 @@ def filled_services_text() -> str:
 @dataclass(frozen=True)
 class Sample:
     service: str
-    kind: str  # "logins", "prohibited" or "audited"
+    kind: str  # "logins", "signups", "prohibited" or "audited"
     method: str
     url: str
     content_type: str = ""
     body: str = ""
-    action: str | None = None  # for prohibited and audited samples
+    action: str | None = None  # for prohibited and audited samples (signups: account_created)
+    target: str | None = None  # audited: what the record names (group, profile id)
     mixed: bool = False  # TikTok mix_mode=1: the account travels XOR 5, hex-encoded
     readable: bool = True  # False: a sign-in the proxy cannot read (refused for everyone)
 
@@ -140,7 +141,7 @@ SAMPLES: tuple[Sample, ...] = (
            "useGroupsCometCreateMutation&variables=%7B%22input%22%3A%7B%22name%22%3A%22Clinic"
            "%20news%22%2C%22privacy%22%3A%22PRIVATE%22%7D%7D&server_timestamps=true"
            "&doc_id=7000000000000000",
-           action="group_created"),
+           action="group_created", target="Clinic news"),
     # --- Instagram ---
     Sample("instagram", "logins", "POST", "https://www.instagram.com/accounts/login/ajax/",
            FORM, "enc_password=%23PWD_INSTAGRAM_BROWSER%3A10%3A1700000000%3AAbCd&username="
@@ -277,3 +278,169 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("reddit", "logins", "POST", "https://www.reddit.com/api/login",
            FORM, "user={account}&passwd=hunter2&api_type=json&rem=true"),
 )
+
+
+def _fb_graphql(name: str, variables: dict) -> str:
+    """Facebook's web GraphQL call: the friendly name and `variables` JSON in the form."""
+    return ("av=100000000000001&__user=100000000000001&__a=1&fb_dtsg=NAcN0abc&jazoest=25512"
+            "&lsd=AVqA1b2C3d4&fb_api_caller_class=RelayModern&fb_api_req_friendly_name=" + name
+            + "&variables=" + urllib.parse.quote(json.dumps(variables), safe="")
+            + "&server_timestamps=true&doc_id=7000000000000001")
+
+
+def _pin_resource(options: dict) -> str:
+    """Pinterest's resource calls: form field `data` holds {"options": .., "context": {}}."""
+    data = json.dumps({"options": options, "context": {}})
+    return "source_url=%2F&data=" + urllib.parse.quote(data, safe="") + "&_=1700000000000"
+
+
+# Sign-ups (`{account}`: the address) and the activities the policy asks to record (issue 15):
+# groups and pages created and joined, friends, follows and connections. Shapes from the
+# sources in docs/catalog.md ("Activities and sign-ups"); the values are made up.
+ACTIVITY_SAMPLES: tuple[Sample, ...] = (
+    # --- Facebook ---
+    Sample("facebook", "signups", "POST", "https://www.facebook.com/reg/submit/?cid=103",
+           FORM, "jazoest=2950&lsd=AVqA1b2C3d4&firstname=Alice&lastname=Clinic&reg_email__="
+           "{account}&reg_email_confirmation__={account}&reg_passwd__=%23PWD_BROWSER%3A5%3A1"
+           "%3AAbCd&birthday_day=1&birthday_month=1&birthday_year=1990&sex=1&websubmit=1",
+           action="account_created"),
+    Sample("facebook", "audited", "POST", "https://www.facebook.com/api/graphql/",
+           FORM, _fb_graphql("AdditionalProfilePlusCreationMutation", {"input": {
+               "name": "Clinic Pets", "category_ids": ["2214"], "actor_id": "1"}}),
+           action="page_created", target="Clinic Pets"),
+    Sample("facebook", "audited", "POST", "https://www.facebook.com/api/graphql/",
+           FORM, _fb_graphql("GroupCometJoinForumMutation", {"groupID": "123456789012345",
+                                                             "input": {"group_id":
+                                                                       "123456789012345",
+                                                                       "actor_id": "1"}}),
+           action="group_joined", target="123456789012345"),
+    Sample("facebook", "audited", "POST", "https://web.facebook.com/api/graphql/",
+           FORM, _fb_graphql("GroupsCometRequestToParticipateMutation", {"input": {
+               "group_id": "223456789012345", "actor_id": "1"}}),
+           action="group_joined", target="223456789012345"),
+    Sample("facebook", "audited", "POST", "https://www.facebook.com/api/graphql/",
+           FORM, _fb_graphql("FriendingCometFriendRequestSendMutation", {"input": {
+               "friend_requestee_ids": ["100000000000777"], "refs": [None],
+               "source": "profile_button", "actor_id": "1"}, "scale": 1}),
+           action="friend_request_sent", target="100000000000777"),
+    Sample("facebook", "audited", "POST", "https://www.facebook.com/api/graphql/",
+           FORM, _fb_graphql("FriendingCometFriendRequestConfirmMutation", {"input": {
+               "friend_requester_id": "100000000000888", "source": "friends_tab",
+               "actor_id": "1"}, "scale": 1}),
+           action="friend_request_accepted", target="100000000000888"),
+    # --- Instagram ---
+    Sample("instagram", "signups", "POST",
+           "https://www.instagram.com/api/v1/web/accounts/web_create_ajax/attempt/",
+           FORM, "email={account}&enc_password=%23PWD_INSTAGRAM_BROWSER%3A0%3A1700000000%3A"
+           "hunter2&username=clinic.pets&first_name=Clinic&opt_into_one_tap=false",
+           action="account_created"),
+    Sample("instagram", "signups", "POST",
+           "https://www.instagram.com/api/v1/web/accounts/web_create_ajax/",
+           FORM, "email={account}&enc_password=%23PWD_INSTAGRAM_BROWSER%3A0%3A1700000000%3A"
+           "hunter2&username=clinic.pets&first_name=Clinic&opt_into_one_tap=false"
+           "&client_id=abc&seamless_login_enabled=1",
+           action="account_created"),
+    Sample("instagram", "signups", "POST", "https://i.instagram.com/api/v1/accounts/create/",
+           FORM, signed_body({"email": "{account}", "enc_password":
+                              "#PWD_INSTAGRAM:4:1700000000:QWJjZA==", "username":
+                              "clinic.pets", "first_name": "Clinic", "day": "1", "month": "1",
+                              "year": "1990", "force_sign_up_code": "abc",
+                              "device_id": "android-1234567890abcdef"}),
+           action="account_created"),
+    Sample("instagram", "signups", "POST",
+           "https://i.instagram.com/api/v1/accounts/create_validated/",
+           FORM, signed_body({"phone_number": "{account}", "verification_code": "123456",
+                              "enc_password": "#PWD_INSTAGRAM:4:1700000000:QWJjZA==",
+                              "username": "clinic.pets"}),
+           action="account_created"),
+    Sample("instagram", "audited", "POST",
+           "https://i.instagram.com/api/v1/friendships/create/4242424242/",
+           FORM, signed_body({"user_id": "4242424242", "radio_type": "wifi-none",
+                              "_uid": "1", "device_id": "android-1234567890abcdef"}),
+           action="followed", target="4242424242"),
+    Sample("instagram", "audited", "POST",
+           "https://i.instagram.com/api/v1/friendships/approve/5353535353/",
+           FORM, signed_body({"user_id": "5353535353", "radio_type": "wifi-none"}),
+           action="follow_request_approved", target="5353535353"),
+    # --- LinkedIn ---
+    Sample("linkedin", "signups", "POST",
+           "https://www.linkedin.com/signup/api/cors/createAccount?csrfToken=ajax%3A123",
+           JSON, json.dumps({"emailAddress": "{account}", "password": "hunter2",
+                             "firstName": "Alice", "lastName": "Clinic"}),
+           action="account_created"),
+    Sample("linkedin", "audited", "POST",
+           "https://www.linkedin.com/voyager/api/voyagerRelationshipsDashMemberRelationships"
+           "?action=verifyQuotaAndCreateV2&decorationId=com.linkedin.voyager.dash.deco."
+           "relationships.InvitationCreationResultWithInvitee-2",
+           JSON, json.dumps({"invitee": {"inviteeUnion": {
+               "memberProfile": "urn:li:fsd_profile:ACoAAB1234"}},
+               "customMessage": "Hello from the clinic"}),
+           action="connection_request_sent", target="urn:li:fsd_profile:ACoAAB1234"),
+    Sample("linkedin", "audited", "POST",
+           "https://www.linkedin.com/voyager/api/relationships/invitations/7000000000000000042"
+           "?action=accept",
+           JSON, json.dumps({"invitationId": "7000000000000000042",
+                             "invitationSharedSecret": "abcd", "isGenericInvitation": False}),
+           action="connection_accepted", target="7000000000000000042"),
+    # --- X ---
+    Sample("x", "signups", "POST", "https://api.x.com/1.1/onboarding/begin_verification.json",
+           JSON, json.dumps({"email": "{account}", "display_name": "Alice",
+                             "flow_token": "g;169xxxxxxxxxxxxxxxxxx:-1700000000000:abc:0"}),
+           action="account_created"),
+    Sample("x", "audited", "POST", "https://x.com/i/api/1.1/friendships/create.json",
+           FORM, "include_profile_interstitial_type=1&skip_status=1&user_id=44196397",
+           action="followed", target="44196397"),
+    Sample("x", "audited", "POST", "https://x.com/i/api/graphql/aBcDeF123/JoinCommunity",
+           JSON, json.dumps({"variables": {"communityId": "1500000000000000001"},
+                             "features": {"c9s_tweet_anatomy_moderator_badge_enabled": True},
+                             "queryId": "aBcDeF123"}),
+           action="group_joined", target="1500000000000000001"),
+    # --- YouTube ---
+    Sample("youtube", "audited", "POST",
+           "https://www.youtube.com/youtubei/v1/subscription/subscribe?prettyPrint=false",
+           JSON, json.dumps({"context": {"client": {"clientName": "WEB", "clientVersion":
+                                                    "2.20261201.00.00"}},
+                             "channelIds": ["UCabcdefghijklmnopqrstuv"], "params": "EgIIAhgA"}),
+           action="followed", target="UCabcdefghijklmnopqrstuv"),
+    # --- TikTok ---
+    Sample("tiktok", "signups", "POST",
+           "https://www.tiktok.com/passport/web/email/register_verify_login/?aid=1459"
+           "&account_sdk_source=web",
+           FORM, "mix_mode=1&email={account}&code=313233343536&password=6d706b7660777737"
+           "&type=34&birthday=1990-01-01&fixed_mix_mode=1", action="account_created",
+           mixed=True),
+    Sample("tiktok", "audited", "POST",
+           "https://www.tiktok.com/api/commit/follow/user/?aid=1988&user_id=6800000000000000001"
+           "&type=1&channel_id=0&from=18&from_pre=0&sec_user_id=MS4wLjABAAAA",
+           FORM, "", action="followed", target="6800000000000000001"),
+    # --- Pinterest ---
+    Sample("pinterest", "signups", "POST",
+           "https://www.pinterest.com/resource/UserRegisterResource/create/",
+           FORM, _pin_resource({"email": "{account}", "password": "hunter2", "age": "30",
+                                "first_name": "Alice", "country": "US"}),
+           action="account_created"),
+    Sample("pinterest", "audited", "POST",
+           "https://www.pinterest.com/resource/UserFollowResource/create/",
+           FORM, _pin_resource({"user_id": "700000000000000001"}),
+           action="followed", target="700000000000000001"),
+    Sample("pinterest", "audited", "POST",
+           "https://www.pinterest.com/resource/BoardResource/create/",
+           FORM, _pin_resource({"name": "Clinic tips", "description": "", "privacy": "public"}),
+           action="board_created", target="Clinic tips"),
+    # --- Reddit ---
+    Sample("reddit", "signups", "POST", "https://www.reddit.com/svc/shreddit/account/register",
+           FORM, "email={account}&username=clinic_pets&password=hunter2&csrf_token=0a1b2c3d"
+           "&gRecaptchaResponse=03AFcWeA", action="account_created"),
+    Sample("reddit", "signups", "POST", "https://www.reddit.com/api/register",
+           FORM, "user=clinic_pets&passwd=hunter2&passwd2=hunter2&email={account}"
+           "&api_type=json", action="account_created"),
+    Sample("reddit", "audited", "POST", "https://oauth.reddit.com/api/subscribe/",
+           FORM, "action=sub&sr_name=AskVet&skip_initial_defaults=true",
+           action="group_joined", target="AskVet"),
+    Sample("reddit", "audited", "POST", "https://oauth.reddit.com/api/site_admin/",
+           FORM, "name=ClinicPets&title=Clinic+pets&type=public&link_type=any&api_type=json",
+           action="group_created", target="ClinicPets"),
+    Sample("reddit", "audited", "PUT", "https://oauth.reddit.com/api/v1/me/friends/vet_bob",
+           JSON, json.dumps({"name": "vet_bob"}), action="friend_added", target="vet_bob"),
+)
+SAMPLES = (*SAMPLES, *ACTIVITY_SAMPLES)

@@ -17,6 +17,7 @@ from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import (
     LoginResult,
     accounts_of,
+    action_target,
     check_login,
     login_rule,
     login_step,
@@ -25,6 +26,8 @@ from gatekeeper.core.logins import (
     needs_body,
     read_form,
     session_reason,
+    signup_rule,
+    signup_step,
     step_rule,
 )
 from gatekeeper.core.model import ActionRule, LoginRule, Reason, Service
@@ -318,11 +321,25 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
             return
         assert results == {ALICE: LoginResult.COMPANY, "Alice@Clinic.Example":
                            LoginResult.COMPANY, "me@gmail.com": LoginResult.PERSONAL}
+    elif sample.kind == "signups":
+        assert login_rule(service, target) is None
+        results = {}
+        for account in (ALICE, "me@gmail.com"):
+            form = _sample_form(sample, account)
+            rule = signup_step(service, target, form)
+            assert rule is not None
+            check = check_login(rule, ACCOUNTS, "alice", shipped.accounts, form)
+            results[account] = check.result
+        assert results == {ALICE: LoginResult.COMPANY, "me@gmail.com": LoginResult.PERSONAL}
+        assert check_login(rule, ACCOUNTS, "alice", shipped.accounts,
+                           _sample_form(sample, ALICE)).account == ALICE
     else:
         assert login_rule(service, target) is None
         rules = service.prohibited if sample.kind == "prohibited" else service.audited
-        matched = match_action(rules, target, _sample_form(sample, ALICE))
+        form = _sample_form(sample, ALICE)
+        matched = match_action(rules, target, form)
         assert matched is not None and matched.action == sample.action
+        assert action_target(matched, target, form) == sample.target
 
 
 def test_every_shipped_rule_has_a_sample(shipped) -> None:
@@ -330,7 +347,7 @@ def test_every_shipped_rule_has_a_sample(shipped) -> None:
     uncovered = []
     for service in shipped.services.values():
         samples = [s for s in SAMPLES if s.service == service.id]
-        for kind in ("logins", "prohibited", "audited"):
+        for kind in ("logins", "signups", "prohibited", "audited"):
             for rule in getattr(service, kind):
                 covered = any(
                     s.kind == kind and _rule_matches(rule, s) for s in samples
@@ -343,7 +360,9 @@ def test_every_shipped_rule_has_a_sample(shipped) -> None:
 def _rule_matches(rule: LoginRule | ActionRule, sample: Sample) -> bool:
     target = _sample_target(sample)
     if isinstance(rule, LoginRule):
-        return login_rule(Service("s", "s", (), logins=(rule,)), target) is rule
+        return any(r is rule for r in (login_rule(Service("s", "s", (), logins=(rule,)), target),
+                                       signup_rule(Service("s", "s", (), signups=(rule,)),
+                                                   target)))
     return match_action((rule,), target, _sample_form(sample, ALICE)) is rule
 
 
