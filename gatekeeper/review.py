@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from gatekeeper.activity import activity_report, summarize, summary_lines
 from gatekeeper.core.model import Grant, Policy
 from gatekeeper.statedb import ReviewData
 
@@ -56,6 +57,12 @@ def review_report(policy: Policy, data: ReviewData, today: dt.date) -> dict[str,
             for a in data.acknowledgements
         ],
         "undelivered_notifications": data.undelivered_notifications,
+        # The activity of company IDs (`gatekeeper activity` lists each event), and how long
+        # the proxy keeps events (approvals.yaml `event_retention_days`).
+        "activity": summarize(activity_report(data.audited, policy.employees,
+                                              data.since.date(), today,
+                                              policy.event_retention_days)),
+        "retention_days": policy.event_retention_days,
     }
 
 
@@ -82,7 +89,9 @@ def _grant_entry(
 
 def format_review_text(report: dict[str, Any]) -> str:
     """The report for a person: one section per question, an explicit "none" when empty."""
-    lines = [f"Access review on {report['today']} (events since {report['since']})"]
+    lines = [f"Access review on {report['today']} (events since {report['since']})",
+             f"Retention: the proxy deletes blocked attempts and activity older than "
+             f"{report['retention_days']} days (approvals.yaml event_retention_days)"]
 
     def section(title: str, items: list[Any], render: Any) -> None:
         lines.extend(["", f"{title} ({len(items)})"])
@@ -129,6 +138,10 @@ def format_review_text(report: dict[str, Any]) -> str:
     section(
         "Audited actions", report["audited_actions"],
         lambda a: f"{a['at']}  {a['employee']} {a['service']} {a['action']}",
+    )
+    section(
+        "Activity of company IDs (details: gatekeeper activity)",
+        summary_lines(report["activity"]), str,
     )
     section(
         "Terms-of-Use acknowledgements", report["acknowledgements"],

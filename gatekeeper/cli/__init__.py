@@ -19,13 +19,15 @@ from gatekeeper.cli.serve import add_serve
 
 def all_commands() -> list[AddCommand]:
     """Every command, in the order `gatekeeper --help` lists them."""
+    from gatekeeper.cli.activity import add_activity
     from gatekeeper.cli.approver import APPROVER_COMMANDS
     from gatekeeper.cli.ca import add_ca
     from gatekeeper.cli.check import add_check, add_explain
     from gatekeeper.cli.firewall import add_firewall
     from gatekeeper.cli.pac import add_pac
 
-    return [add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_firewall, add_pac, add_ca]
+    return [add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_activity, add_firewall,
+            add_pac, add_ca]
 
 
 def build_parser(commands: Sequence[AddCommand] | None = None) -> argparse.ArgumentParser:
