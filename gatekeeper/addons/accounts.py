@@ -170,6 +170,9 @@ class Accounts:
         target = _target(flow, context)
         guarded = _guard_reads(service, target, flow.request)
         form = self._form(flow) if needs_body(service, target) or guarded else None
+        if form is None and not context.actions_unread \
+                and self._actions_unread(flow, context, service, target, "unreadable_body"):
+            return
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
@@ -185,9 +188,6 @@ class Accounts:
             check = check_login(signup, accounts, decision.employee, policy.accounts, form)
             if not self._signup_checked(flow, context, check):
                 return
-        if form is None and not context.actions_unread \
-                and self._actions_unread(flow, context, service, target, "unreadable_body"):
-            return
         fields = None if context.actions_unread else form  # unread: field rules never match
         prohibited = match_action(service.prohibited, target, fields)
         if prohibited is not None:
@@ -274,7 +274,12 @@ class Accounts:
         if detail is None:
             return False
         context.actions_unread = True
-        return self._actions_unread(flow, context, service, target, detail)
+        if self._actions_unread(flow, context, service, target, detail):
+            return True
+        if account_rule(service, target) is None \
+                and not _guard_reads(service, target, flow.request):
+            flow.request.stream = True  # recorded unread: forwarded as it comes, never held
+        return False
 
     def _actions_unread(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
                         target: Target, detail: str) -> bool:
