@@ -339,7 +339,8 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
         form = _sample_form(sample, ALICE)
         matched = match_action(rules, target, form)
         assert matched is not None and matched.action == sample.action
-        assert action_target(matched, target, form) == sample.target
+        if sample.kind == "audited":
+            assert action_target(matched, target, form) == sample.target
 
 
 def test_every_shipped_rule_has_a_sample(shipped) -> None:

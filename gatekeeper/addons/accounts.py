@@ -136,9 +136,10 @@ class Accounts:
             return
         target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
-        if prohibited is not None:
+        if prohibited is not None:  # its target, if any, is in the query (an app's client id)
+            query = read_form("", b"", target.query) if prohibited.target else None
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
-                        action_target(prohibited, target, None))
+                        action_target(prohibited, target, query))
             return
         if needs_body(service, target) or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
