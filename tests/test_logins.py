@@ -416,6 +416,22 @@ def test_explain_names_the_login_rule_and_its_fields(capsys) -> None:
     assert json.loads(capsys.readouterr().out)["login_rule"] is None  # a GET signs nobody in
 
 
+def test_explain_names_the_sign_up_rule(capsys) -> None:
+    from gatekeeper.cli import main
+
+    url = "https://www.linkedin.com/signup/api/cors/createAccount?csrfToken=ajax%3A1"
+    assert main(["explain", "--config-dir", str(CONFIG_DIR), "--method", "POST", "alice",
+                 url]) == 0
+    text = capsys.readouterr().out
+    assert "sign-up rule matches" in text and "emailAddress" in text and ALICE in text
+    assert "login rule matches" not in text
+    assert main(["explain", "--config-dir", str(CONFIG_DIR), "--json", "--method", "POST",
+                 "alice", url]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert explained["login_rule"] is None
+    assert explained["signup_rule"]["fields"] == ["emailAddress"]
+
+
 def test_x_identifier_steps_sent_together_are_all_checked(shipped) -> None:
     """Both identifier subtasks in one request: the alternate step's `text` is checked too."""
     body = json.dumps({"flow_token": "g;1", "subtask_inputs": [

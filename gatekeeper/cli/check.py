@@ -13,7 +13,7 @@ from typing import Any
 from gatekeeper.cli.common import config_dir_arg, load_or_report, state_dir_arg
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import normalize_host
-from gatekeeper.core.logins import accounts_of, login_rule, make_target
+from gatekeeper.core.logins import accounts_of, login_rule, make_target, signup_rule
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Verdict
 
 # --- check ---------------------------------------------------------------------------------
@@ -95,6 +95,7 @@ def run_explain(args: argparse.Namespace) -> int:
             "employee_email": person.email if person else "",
             "enforced": enforced,
             "login_rule": _login_rule_json(policy, decision, args.method, url),
+            "signup_rule": _login_rule_json(policy, decision, args.method, url, signup=True),
         }))
         return 0
     if decision.verdict is Verdict.PASS:
@@ -110,22 +111,25 @@ def run_explain(args: argparse.Namespace) -> int:
     if not enforced:
         line += " (mode report: logged and counted, let through)"
     print(line)
-    login = _login_rule_json(policy, decision, args.method, url)
-    if login is not None:
-        accounts = ", ".join(login["accounts"]) or "none"
-        print(f"login rule matches ({login['method']} {login['path']}): every value of "
-              f"{', '.join(login['fields'])} must be one of {who}'s accounts: {accounts}")
+    for kind, signup in (("login", False), ("sign-up", True)):
+        login = _login_rule_json(policy, decision, args.method, url, signup=signup)
+        if login is not None:
+            accounts = ", ".join(login["accounts"]) or "none"
+            print(f"{kind} rule matches ({login['method']} {login['path']}): every value of "
+                  f"{', '.join(login['fields'])} must be one of {who}'s accounts: {accounts}")
     return 0
 
 
 def _login_rule_json(
-    policy: Policy, decision: Decision, method: str, url: urllib.parse.SplitResult
+    policy: Policy, decision: Decision, method: str, url: urllib.parse.SplitResult,
+    *, signup: bool = False,
 ) -> dict[str, Any] | None:
-    """The catalog login rule this request would be checked by, and the accepted accounts."""
+    """The catalog login (or sign-up) rule this request would be checked by, and the
+    accepted accounts."""
     if decision.service is None:
         return None
     target = make_target(method, (normalize_host(url.hostname or ""),), url.path or "/", url.query)
-    rule = login_rule(policy.services[decision.service], target)
+    rule = (signup_rule if signup else login_rule)(policy.services[decision.service], target)
     if rule is None:
         return None
     return {
