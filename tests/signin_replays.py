@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from catalog_samples import bloks_params, mix, signed_body
+from catalog_samples import (
+    bloks_params,
+    grpc_web,
+    mix,
+    protobuf_field,
+    signed_body,
+    snapchat_login,
+    snapchat_password,
+)
 
 FORM = "application/x-www-form-urlencoded"
 FORM_UTF8 = FORM + "; charset=UTF-8"
 JSON = "application/json"
+GRPC_WEB = "application/grpc-web+proto"
 X_PUBLIC_BEARER = ("Bearer AAAAAAAAAAAAAAAAAAAAANRILgAAAAAAnNwIzUejRCOuH5E6I8xnZz4puTs%3D1Zv7"
                    "ttfk8LF81IUq16cHjhLTvJu4FA33AGWWjCpTnA")
 q = urllib.parse.quote
@@ -38,8 +48,11 @@ class Step:
     mixed: bool = False  # TikTok mix_mode=1: the account travels XOR 5, hex-encoded
     answer: tuple[tuple[str, str], ...] = ()  # response headers ({token})
     reply: str = ""  # response body ({token}); JSON when it starts with `{`
+    build: Callable[[str], bytes] | None = None  # a binary body (protobuf) for an account
 
     def body_for(self, account: str) -> bytes:
+        if self.build is not None:
+            return self.build(account)
         if self.mixed:
             account = mix(account)
         body = self.body.replace("{account}", account)
@@ -74,7 +87,6 @@ class Replay:
     source: str
     steps: tuple[Step, ...]
     session: Session | None
-    checkable: bool = True  # False: the proxy cannot read this sign-in (refused for all)
 
     @property
     def id(self) -> str:
@@ -301,17 +313,21 @@ REPLAYS: tuple[Replay, ...] = (
     ), Session("https://www.pinterest.com/resource/UserHomefeedResource/get/?source_url=%2F"
                "&data=%7B%22options%22%3A%7B%7D%7D", cookie="_pinterest_sess",
                domain=".pinterest.com")),
-    # --- Snapchat (protobuf: the proxy cannot read it, so it is refused for everyone) --------
-    Replay("snapchat", "web", "SNC snapcap-native 2aa89ca5bf12 login.ts, medium", (
+    # --- Snapchat: gRPC-Web protobuf, the account and password by field number -------------
+    Replay("snapchat", "web", "SNC snapcap-native 2aa89ca5bf12 login.ts, medium (numbers: low)", (
+        Step("GET", "https://accounts.snapchat.com/v2/login?continue=%2Faccounts%2Fsso",
+             answer=(("Set-Cookie", "sc-a-nonce=n0nce; Path=/; Secure; HttpOnly"),)),
         Step("POST", "https://accounts.snapchat.com/snap.security.WebAttestationService/"
-             "BootstrapAttestationSession", "application/grpc-web+proto",
-             "\x00\x00\x00\x00\x04\x0a\x02ab", headers=(("x-grpc-web", "1"),)),
+             "BootstrapAttestationSession", GRPC_WEB,
+             headers=(("x-grpc-web", "1"),), build=lambda _: grpc_web(protobuf_field(1, "www"))),
         Step("POST", "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
-             "application/grpc-web+proto", "\x00\x00\x00\x00\x1c\x12\x1a\x0a\x18{account}",
-             headers=(("x-grpc-web", "1"),), checked=True),
+             GRPC_WEB, headers=(("x-grpc-web", "1"),), checked=True, build=snapchat_login),
+        Step("POST", "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
+             GRPC_WEB, headers=(("x-grpc-web", "1"),), build=lambda _: snapchat_password(),
+             answer=(("Set-Cookie", "__Host-sc-a-auth-session={token}; Path=/; Secure; "
+                                    "HttpOnly; SameSite=None"),)),
     ), Session("https://accounts.snapchat.com/accounts/v2/welcome",
-               cookie="__Host-sc-a-auth-session", domain="accounts.snapchat.com"),
-        checkable=False),
+               cookie="__Host-sc-a-auth-session", domain="accounts.snapchat.com")),
     # --- TikTok -----------------------------------------------------------------------------
     Replay("tiktok", "web", "PUB (2025 capture), TTX (mix_mode), medium", (
         Step("GET", "https://www.tiktok.com/login/phone-or-email/email", answer=(

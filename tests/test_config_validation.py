@@ -151,6 +151,29 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
          "        when: [key]\n",
          "services.yaml:12: service 'linkedin': login rule: when must be a mapping of field name"),
+        (SERVICES + "    logins:\n      - path: ^/login\n",
+         "services.yaml:10: service 'linkedin': login rule needs either fields (a form or JSON) "
+         "or protobuf"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: [a]\n"
+         "        protobuf: {fields: [[2]]}\n",
+         "services.yaml:10: service 'linkedin': login rule needs either fields"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[2], [5, 0]]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: 0 is not a field "
+         "number"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [2]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: a path is a list"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[1, 1, 1, 1, 1, 1, 1, 1, 1]]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: a path is a list "
+         "of 1 to 8"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[2]]\n          passwords: [[5, '**', 1]]\n",
+         "services.yaml:13: service 'linkedin': login rule: protobuf: passwords: '**' is not a "
+         "field number"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf: {password: [[1]]}\n",
+         "services.yaml:11: unknown key 'password' in service 'linkedin': login rule: protobuf"),
         (SERVICES + "    audited:\n      - action: group_created\n        path: ^/g\n"
          "        fields: {name: [a, b]}\n",
          "services.yaml:12: service 'linkedin': audited: fields: field 'name' must have a plain"),

@@ -29,7 +29,7 @@ from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
-from gatekeeper.core import credentials
+from gatekeeper.core import credentials, protobuf
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
@@ -50,7 +50,7 @@ from gatekeeper.core.logins import (
     session_reason,
     step_rule,
 )
-from gatekeeper.core.model import Decision, Reason, Service, Verdict
+from gatekeeper.core.model import Decision, ProtobufFields, Reason, Service, Verdict
 from gatekeeper.statedb import SessionCache, load_secret
 from gatekeeper.statedb.worker import StateOperationError, StateWorker
 
@@ -138,7 +138,11 @@ class Accounts:
             return
         target = _target(flow, context)
         guarded = _guard_reads(service, target, flow.request)
-        form = self._form(flow) if needs_body(service, target) or guarded else None
+        first = login_rule(service, target)
+        if first is not None and first.protobuf is not None:
+            form = self._message(flow, first.protobuf)
+        else:
+            form = self._form(flow) if needs_body(service, target) or guarded else None
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
@@ -146,7 +150,10 @@ class Accounts:
         rule = step_rule(service, target, form)
         if rule is not None:
             accounts = accounts_of(policy, decision.employee, service.id)
-            check = check_login(rule, accounts, decision.employee, policy.accounts, form)
+            continuing = decision.employee is not None \
+                and self._login_in_progress(decision.employee, service.id)
+            check = check_login(rule, accounts, decision.employee, policy.accounts, form,
+                                continuing)
             if not self._login_checked(flow, context, check):
                 return
         prohibited = match_action(service.prohibited, target, form)
@@ -319,18 +326,36 @@ class Accounts:
     def _form(self, flow: http.HTTPFlow) -> Form | None:
         """The request's fields; None when the body is too large, ambiguous, or cannot be
         decoded or parsed (then a login is unverifiable and a field-matched action does not
-        match). Decoding stops at the size limit, whatever the body expands to."""
-        request = flow.request
+        match)."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        query = flow.request.path.partition("?")[2]
+        return read_form(flow.request.headers.get("content-type", ""), body, query)
+
+    def _message(self, flow: http.HTTPFlow, fields: ProtobufFields) -> Form | None:
+        """The identifier and password values of a protobuf (gRPC-Web) sign-in, by field
+        path; None when the body cannot be read exactly (then the login is unverifiable)."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        try:
+            return protobuf.read_message(flow.request.headers.get("content-type", ""), body,
+                                         (*fields.identifiers, *fields.passwords))
+        except protobuf.ProtobufError:
+            return None
+
+    def _body(self, request: http.Request) -> bytes | None:
+        """The decoded body; None when it is too large, ambiguous or cannot be decoded.
+        Decoding stops at the size limit, whatever the body expands to."""
         headers = request.headers
         if any(len(headers.get_all(name)) > 1 for name in SINGLE_HEADERS):
             return None
         try:
-            body = decode_body(request.raw_content or b"", headers.get_all("content-encoding"),
+            return decode_body(request.raw_content or b"", headers.get_all("content-encoding"),
                                self.max_body)
         except BodyError:
             return None
-        query = request.path.partition("?")[2]
-        return read_form(headers.get("content-type", ""), body, query)
 
     # --- state ------------------------------------------------------------------------------
 

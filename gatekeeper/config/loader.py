@@ -27,14 +27,17 @@ from gatekeeper.core.model import (
     ActionRule,
     AddressIndex,
     Employee,
+    FieldPath,
     Grant,
     IPNetwork,
     LoginRule,
     Mode,
     Policy,
+    ProtobufFields,
     Service,
     SessionTokens,
 )
+from gatekeeper.core.protobuf import MAX_FIELD_NUMBER, MAX_PATH, path_name
 
 if TYPE_CHECKING:
     from gatekeeper.config.incremental import LoadCache
@@ -641,19 +644,61 @@ class _Builder:
     def _login_rule(self, node: Node, what: str, domains: frozenset[str]) -> LoginRule | None:
         s = self.svc
         fields = s.mapping(
-            node, what, required=("path", "fields"), optional=("method", "hosts", "when")
+            node, what, required=("path",),
+            optional=("fields", "protobuf", "method", "hosts", "when"),
         )
         if fields is None:
             return None
         path = s.regex(fields.get("path"), f"{what}: path")
-        names = tuple(i.value for i in s.strings(fields.get("fields"), f"{what}: fields"))
+        protobuf = None
+        if ("fields" in fields) == ("protobuf" in fields):
+            s.error(node, f"{what} needs either fields (a form or JSON) or protobuf")
+            return None
+        if "protobuf" in fields:
+            protobuf = self._protobuf(fields["protobuf"], f"{what}: protobuf")
+            names = tuple(path_name(p) for p in protobuf.identifiers) if protobuf else ()
+        else:
+            names = tuple(i.value for i in s.strings(fields.get("fields"), f"{what}: fields"))
         method = self._method(fields.get("method"), what) or "POST"
         hosts = self._hosts(fields.get("hosts"), what, domains)
         if path is None or not names:
             return None
         when = self._field_values(fields.get("when"), f"{what}: when")
         return LoginRule(path=path, fields=names, method=method, hosts=hosts,
-                         when=MappingProxyType(when))
+                         when=MappingProxyType(when), protobuf=protobuf)
+
+    def _protobuf(self, node: Node, what: str) -> ProtobufFields | None:
+        """`protobuf: {fields: [[2], [3]], passwords: [[5, '*', 1]]}`: paths of field numbers
+        (`*`: any number) to the account and to the password."""
+        s = self.svc
+        entry = s.mapping(node, what, required=("fields",), optional=("passwords",))
+        if entry is None or "fields" not in entry:
+            return None
+        identifiers = self._field_paths(entry["fields"], f"{what}: fields")
+        passwords = self._field_paths(entry["passwords"], f"{what}: passwords") \
+            if "passwords" in entry else ()
+        return ProtobufFields(identifiers, passwords) if identifiers else None
+
+    def _field_paths(self, node: Node, what: str) -> tuple[FieldPath, ...]:
+        """A list of paths, each a list of 1 to MAX_PATH field numbers or `*`."""
+        s, paths = self.svc, []
+        for item in s.seq(node, what):
+            if item.kind != "seq" or not 0 < len(item.value) <= MAX_PATH:
+                s.error(item, f"{what}: a path is a list of 1 to {MAX_PATH} field numbers, "
+                              "such as [5, 1]")
+                continue
+            path: list[int | None] = []
+            for number in item.value:
+                if number.kind == "str" and number.value == "*":
+                    path.append(None)
+                elif number.kind == "int" and 0 < number.value <= MAX_FIELD_NUMBER:
+                    path.append(number.value)
+                else:
+                    s.error(number, f"{what}: {number.value!r} is not a field number "
+                                    f"(1 to {MAX_FIELD_NUMBER}) or '*'")
+            if len(path) == len(item.value):
+                paths.append(tuple(path))
+        return tuple(paths)
 
     def _action_rules(
         self, node: Node | None, what: str, domains: frozenset[str]

@@ -306,13 +306,20 @@ def check_login(
     employee: str | None,
     owners: Mapping[str, str],
     form: Form | None,
+    continuing: bool = False,
 ) -> LoginCheck:
     """Every identifier in the rule's fields must be one of `accounts` (normalized: the
     grant's accounts). `owners` maps normalized company accounts to their employee
-    (Policy.accounts); `form` is None when the body could not be read."""
+    (Policy.accounts); `form` is None when the body could not be read. A protobuf sign-in
+    is one method called for each step (Snapchat's WebLogin: the name, then the password,
+    then a code); a step that names no account goes on only when `continuing`: while a
+    checked company sign-in of this employee is in progress."""
     if form is None:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
     values = [value for name in rule.fields for value in form.values(name)]
+    if rule.protobuf is not None and all(value == "" for value in values):
+        return LoginCheck(LoginResult.COMPANY) if continuing \
+            else LoginCheck(LoginResult.UNVERIFIABLE, detail="no_identifier")
     modes = set(form.values("mix_mode"))
     if len(modes) > 1:  # `mix_mode=0&mix_mode=1`: which one the server reads is unknown
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_value")

@@ -84,16 +84,29 @@ class Mode(enum.StrEnum):
     REPORT = "report"
 
 
+FieldPath = tuple[int | None, ...]  # protobuf field numbers from the outside in; None: any
+
+
+@dataclass(frozen=True, slots=True)
+class ProtobufFields:
+    """Where a protobuf sign-in (gRPC-Web) holds the account and the password, by path of
+    field numbers: protobuf carries no field names."""
+
+    identifiers: tuple[FieldPath, ...]
+    passwords: tuple[FieldPath, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LoginRule:
     """A request that signs in; every identifier in `fields` must be a granted account."""
 
     path: re.Pattern[str]
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # with `protobuf`: the names of its identifier paths (`5.1`)
     method: str = "POST"
     hosts: frozenset[str] | None = None  # None: every host of the service
     # Only the request whose fields have these values is the sign-in step (multi-step flows).
     when: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    protobuf: ProtobufFields | None = None  # the body is protobuf: fields by number
 
 
 @dataclass(frozen=True, slots=True)
