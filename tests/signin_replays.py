@@ -72,12 +72,14 @@ class Session:
     """How the client presents its session afterwards: a cookie (from its jar; `domain` is
     where a forged one is planted) or a header whose value is `value` with the token."""
 
-    url: str
+    url: str  # may hold {token} (a token in the query)
     cookie: str = ""
     domain: str = ""
     header: str = ""
     value: str = "{token}"
     method: str = "GET"
+    planted: bool = False  # the client puts the cookie in its jar itself (from a JSON reply)
+    body: str = ""  # a urlencoded form ({token})
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,18 @@ def _bloks_login_reply() -> str:
     return json.dumps({"layout": {"bloks_payload": {"action": action}}, "status": "ok"})
 
 
+_GRAPH_LOGIN_REPLY = _json_reply({
+    "session_key": "5.abc", "uid": 1, "access_token": "EAAAAU{token}",
+    "session_cookies": [{"name": "c_user", "value": "{token}", "domain": ".facebook.com"},
+                        {"name": "xs", "value": "42:abc", "domain": ".facebook.com"}]})
+_GRAPH_LOGIN = Step(
+    "POST", "https://b-graph.facebook.com/auth/login", FORM,
+    "adid=0a1b2c3d&format=json&device_id=0a1b2c3d-4e5f&email={account}&password=hunter2"
+    "&generate_analytics_claim=1&credentials_type=password&generate_session_cookies=1"
+    "&locale=en_US&method=auth.login&access_token=350685531728%7C62f8ce9f74b12f84c123cc23437a4a32",
+    headers=(("X-FB-Friendly-Name", "authenticate"),), checked=True, reply=_GRAPH_LOGIN_REPLY)
+
+
 REPLAYS: tuple[Replay, ...] = (
     # --- Facebook ---------------------------------------------------------------------------
     Replay("facebook", "web", "PUB (several), medium", (
@@ -140,16 +154,20 @@ REPLAYS: tuple[Replay, ...] = (
     ), Session("https://www.messenger.com/t/100000000000002", cookie="c_user",
                domain=".messenger.com")),
     Replay("facebook", "graph", "PUB (fbchat fork, scripts), medium", (
-        Step("POST", "https://b-graph.facebook.com/auth/login", FORM,
-             "adid=0a1b2c3d&format=json&device_id=0a1b2c3d-4e5f&email={account}"
-             "&password=hunter2&generate_analytics_claim=1&credentials_type=password"
-             "&generate_session_cookies=1&locale=en_US&method=auth.login"
-             "&access_token=350685531728%7C62f8ce9f74b12f84c123cc23437a4a32",
-             headers=(("X-FB-Friendly-Name", "authenticate"),), checked=True,
-             reply=_json_reply({"session_key": "5.abc", "uid": 1, "access_token": "EAAAAU{token}",
-                                "session_cookies": [{"name": "c_user", "value": "1"}]})),
+        _GRAPH_LOGIN,
     ), Session("https://graph.facebook.com/me?fields=id,name", header="Authorization",
                value="OAuth EAAAAU{token}")),
+    Replay("facebook", "graph-query", "PUB (facebook-sdk style GET), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://graph.facebook.com/me?fields=id,name&access_token=EAAAAU{token}")),
+    Replay("facebook", "graph-form", "PUB (facebook-sdk style POST), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://graph.facebook.com/me/feed", method="POST",
+               body="message=Open+day&access_token=EAAAAU{token}")),
+    Replay("facebook", "graph-cookies", "PUB (fbchat fork: session_cookies to the jar), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://www.facebook.com/home.php", cookie="c_user", domain=".facebook.com",
+               planted=True)),
     # --- Instagram --------------------------------------------------------------------------
     Replay("instagram", "web", "ILO instaloader v4.15.1 instaloadercontext.py, high", (
         Step("GET", "https://www.instagram.com/", answer=(
@@ -275,8 +293,11 @@ REPLAYS: tuple[Replay, ...] = (
              headers=(("Authorization", 'OAuth oauth_consumer_key="3nVuSoBZnx6U4vzUxf5w", '
                        'oauth_nonce="n", oauth_signature="s", oauth_signature_method='
                        '"HMAC-SHA1", oauth_timestamp="1700000000", oauth_version="1.0"'),),
-             checked=True, reply="oauth_token=1-abc&oauth_token_secret=def&user_id=1"),
-    ), None),
+             checked=True, reply="oauth_token=1-{token}&oauth_token_secret=def&user_id=1"),
+    ), Session("https://api.x.com/1.1/statuses/home_timeline.json?count=20",
+               header="Authorization", value='OAuth oauth_consumer_key="3nVuSoBZnx6U4vzUxf5w", '
+               'oauth_nonce="n2", oauth_signature="s2", oauth_signature_method="HMAC-SHA1", '
+               'oauth_timestamp="1700000100", oauth_token="1-{token}", oauth_version="1.0"')),
     # --- Reddit -----------------------------------------------------------------------------
     Replay("reddit", "script-app", "PRC prawcore 06e47308ab98 auth.py ScriptAuthorizer, high", (
         Step("POST", "https://www.reddit.com/api/v1/access_token", FORM,

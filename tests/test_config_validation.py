@@ -184,7 +184,7 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    session: {cookies: li_at}\n",
          "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
         (SERVICES + "    session: {hosts: [www.linkedin.com]}\n",
-         "services.yaml:9: service 'linkedin': session needs a cookie or headers"),
+         "services.yaml:9: service 'linkedin': session needs a cookie, headers or params"),
         (SERVICES + "    session:\n      headers: [Bad Header]\n",
          "services.yaml:10: service 'linkedin': session: headers: 'Bad Header' is not a valid"),
         (SERVICES + "    session:\n      headers: [Authorization]\n      hosts: [www.x.com]\n",

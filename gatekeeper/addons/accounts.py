@@ -39,6 +39,8 @@ from gatekeeper.core.logins import (
     Target,
     accounts_of,
     check_login,
+    form_tokens,
+    issued_cookies,
     issued_tokens,
     login_rule,
     make_target,
@@ -62,6 +64,7 @@ LOGIN_WINDOW_SECONDS = 600.0
 EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 # Headers that, given twice, servers resolve differently (first, last, or joined).
 SINGLE_HEADERS = ("content-type", "content-encoding")
+FORM = "application/x-www-form-urlencoded"
 
 
 class Accounts:
@@ -116,7 +119,8 @@ class Accounts:
         if prohibited is not None:
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
-        if needs_body(service, target) or _guard_reads(service, target, flow.request):
+        if needs_body(service, target) or _guard_reads(service, target, flow.request) \
+                or _token_body(service, target):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if login_rule(service, target) is None:
             self._guard_headers(flow, context, service, target)
@@ -143,6 +147,11 @@ class Accounts:
             form = self._message(flow, first.protobuf)
         else:
             form = self._form(flow) if needs_body(service, target) or guarded else None
+        if _token_body(service, target):
+            form = form or self._form(flow)
+            tokens = form_tokens(service.session_tokens, target, form)  # type: ignore[arg-type]
+            if self._session_refused(flow, context, service, tokens):
+                return
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
@@ -203,14 +212,18 @@ class Accounts:
         return ctx.options.gatekeeper_max_login_body
 
     def _session_refused(self, flow: http.HTTPFlow, context: FlowContext,
-                         service: Service) -> bool:
-        """A session cookie bound to someone else, or never bound, is refused; a refused
-        unbound cookie is also expired, so that the next attempt starts signed out."""
-        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
-            if service.session_cookie else []
-        if service.session_tokens is not None:
-            values += request_tokens(service.session_tokens, _target(flow, context),
-                                     flow.request.headers.items(multi=True))
+                         service: Service, values: list[str] | None = None) -> bool:
+        """A session cookie or token bound to someone else, or never bound, is refused; a
+        refused unbound cookie is also expired, so that the next attempt starts signed out.
+        `values`: tokens found in the body; by default the cookie, token headers and query.
+        A sign-in request's tokens (Facebook's app token on auth/login) are not sessions."""
+        if values is None:
+            values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
+                if service.session_cookie else []
+            target = _target(flow, context)
+            if service.session_tokens is not None and login_rule(service, target) is None:
+                values += request_tokens(service.session_tokens, target,
+                                         flow.request.headers.items(multi=True))
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -267,16 +280,21 @@ class Accounts:
         body: Form | None = None
         text: str | None = None
         media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        wanted = tokens.issued_fields or tokens.issued_pattern is not None
-        if wanted and (media.endswith("json") or media.startswith("text/")):
+        wanted = tokens.issued_fields or tokens.issued_cookies or tokens.issued_pattern
+        cookies: list[str] = []
+        if wanted and (media.endswith("json") or media.startswith("text/") or media == FORM):
             try:
                 raw = decode_body(response.raw_content or b"",
                                   response.headers.get_all("content-encoding"), self.max_body)
             except BodyError:
                 raw = b""
-            body = read_json(raw) if tokens.issued_fields else None
+            if tokens.issued_fields:  # JSON, or a form-encoded answer (xAuth's oauth_token)
+                body = read_json(raw) if media != FORM else None
+                body = body or read_form(FORM, raw)
+            if tokens.issued_cookies and service.session_cookie:
+                cookies = issued_cookies(raw, tokens.issued_cookies, service.session_cookie)
             text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
-        return issued_tokens(tokens, response.headers.items(multi=True), body, text)
+        return issued_tokens(tokens, response.headers.items(multi=True), body, text) + cookies
 
     def _login_checked(self, flow: http.HTTPFlow, context: FlowContext,
                        check: LoginCheck) -> bool:
@@ -405,6 +423,15 @@ def _guard_reads(service: Service, target: Target, request: http.Request) -> boo
     sent to a service that needs a grant, where no login rule applies."""
     return (service.guarded and credentials.readable_body(target.method,
                                                           request.headers.get("content-type", ""))
+            and login_rule(service, target) is None)
+
+
+def _token_body(service: Service, target: Target) -> bool:
+    """Whether the request's body may carry a session token (`access_token=` posted to the
+    Graph API): a service whose session names params, on its token hosts, no sign-in."""
+    tokens = service.session_tokens
+    return (tokens is not None and bool(tokens.params) and target.method in credentials.BODY_METHODS
+            and (tokens.hosts is None or not tokens.hosts.isdisjoint(target.hosts))
             and login_rule(service, target) is None)
 
 

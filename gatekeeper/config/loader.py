@@ -578,18 +578,23 @@ class _Builder:
     ) -> tuple[str | None, SessionTokens | None]:
         """`session:` the cookie and/or the token headers, and where a login hands them out."""
         s, what = self.svc, f"{what}: session"
-        session = s.mapping(node, what, (), ("cookie", "headers", "hosts", "issued")) or {}
+        session = s.mapping(node, what, (), ("cookie", "headers", "schemes", "params", "hosts",
+                                             "issued")) or {}
         cookie = s.string(session["cookie"], f"{what} cookie") if "cookie" in session else None
-        if not ({"cookie", "headers"} & set(session)):
-            s.error(node, f"{what} needs a cookie or headers")
-        if not ({"headers", "issued"} & set(session)):
+        if not ({"cookie", "headers", "params"} & set(session)):
+            s.error(node, f"{what} needs a cookie, headers or params")
+        if not ({"headers", "params", "issued"} & set(session)):
             return cookie, None
         headers = self._names(session.get("headers"), f"{what}: headers")
+        schemes = frozenset(i.value.casefold() for i in s.strings(
+            session["schemes"], f"{what}: schemes")) if "schemes" in session else frozenset()
+        params = tuple(i.value for i in s.strings(session["params"], f"{what}: params")) \
+            if "params" in session else ()
         hosts = self._hosts(session.get("hosts"), what, domains)
         issued: dict[str, Node] = {}
         if "issued" in session:
             issued = s.mapping(session["issued"], f"{what}: issued", (),
-                               ("headers", "fields", "pattern")) or {}
+                               ("headers", "fields", "cookies", "pattern")) or {}
         pattern = s.regex(issued["pattern"], f"{what}: issued pattern") \
             if "pattern" in issued else None
         if pattern is not None and pattern.groups != 1:
@@ -598,12 +603,17 @@ class _Builder:
         return cookie, SessionTokens(
             headers=tuple(h.lower() for h in headers),
             hosts=hosts,
+            schemes=schemes,
+            params=params,
             issued_headers=tuple(h.lower() for h in self._names(
                 issued.get("headers"), f"{what}: issued headers")),
             issued_fields=tuple(i.value for i in s.strings(issued["fields"],
                                                             f"{what}: issued fields"))
             if "fields" in issued else (),
             issued_pattern=pattern,
+            issued_cookies=tuple(i.value for i in s.strings(issued["cookies"],
+                                                             f"{what}: issued cookies"))
+            if "cookies" in issued else (),
         )
 
     def _names(self, node: Node | None, what: str) -> list[str]:

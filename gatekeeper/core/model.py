@@ -126,10 +126,17 @@ class SessionTokens:
     without its scheme word), and where a login response hands one out."""
 
     headers: tuple[str, ...] = ()  # request headers, checked like the session cookie
-    hosts: frozenset[str] | None = None  # hosts where `headers` are checked; None: all
+    hosts: frozenset[str] | None = None  # hosts where `headers`/`params` are checked; None: all
+    # Only these (case-folded) scheme words of a header carry a session (X: `oauth`, never
+    # the app-wide Bearer); empty: any.
+    schemes: frozenset[str] = frozenset()
+    params: tuple[str, ...] = ()  # query parameters and urlencoded form fields with a token
     issued_headers: tuple[str, ...] = ()  # response headers of a checked login
     issued_fields: tuple[str, ...] = ()  # JSON keys (any depth) of a checked login's response
     issued_pattern: re.Pattern[str] | None = None  # group 1: a token inside the response text
+    # JSON keys of a checked login's response that hold cookies for the client's jar, as
+    # [{name, value}] (Facebook's Graph `session_cookies`): the session cookie's value.
+    issued_cookies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
