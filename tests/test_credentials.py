@@ -23,7 +23,10 @@ from gatekeeper.core.credentials import (
 )
 from gatekeeper.core.logins import (
     MAX_EMBEDDED_DEPTH,
+    UNREADABLE_TOKEN,
     LoginResult,
+    form_tokens,
+    issued_cookies,
     issued_tokens,
     make_target,
     read_form,
@@ -194,6 +197,53 @@ REDDIT = SessionTokens(headers=("authorization",), hosts=frozenset({"oauth.reddi
 ])
 def test_session_token(value: str, token: str | None) -> None:
     assert session_token(value) == token
+
+
+X_XAUTH = SessionTokens(headers=("authorization",), schemes=frozenset({"oauth"}),
+                       params=("oauth_token",), hosts=frozenset({"api.x.com"}),
+                       issued_fields=("oauth_token",))
+OAUTH1 = ('OAuth oauth_consumer_key="3nVu", oauth_nonce="n", oauth_signature="s%3D", '
+          'oauth_signature_method="HMAC-SHA1", oauth_timestamp="1", oauth_token="1-ab%2Fc", '
+          'oauth_version="1.0"')
+
+
+def test_oauth1_header_carries_its_oauth_token_parameter() -> None:
+    assert session_token(OAUTH1) == "1-ab/c"
+    assert session_token('OAuth oauth_consumer_key="k", oauth_signature="s"') is None  # sign-in
+    twice = OAUTH1 + ', oauth_token="2-other"'
+    assert session_token(twice) == UNREADABLE_TOKEN  # never bound: refused
+    assert session_token("OAuth EAAB==") == "EAAB=="  # Facebook's single Graph token
+
+
+def test_x_reads_only_oauth_never_its_app_wide_bearer() -> None:
+    target = make_target("GET", ["api.x.com"], "/1.1/statuses/home_timeline.json")
+    bearer = [("Authorization", "Bearer AAAAAAAAAAAAAAAAAAAAANRILgAA")]
+    assert request_tokens(X_XAUTH, target, bearer) == []
+    assert request_tokens(X_XAUTH, target, [("Authorization", OAUTH1)]) == ["1-ab/c"]
+    with_query = make_target("GET", ["api.x.com"], "/1.1/account/verify_credentials.json",
+                             "oauth_token=1-q&oauth_consumer_key=k")
+    assert request_tokens(X_XAUTH, with_query, []) == ["1-q"]
+    bad = make_target("GET", ["api.x.com"], "/", "oauth_token=%ff")
+    assert request_tokens(X_XAUTH, bad, []) == [UNREADABLE_TOKEN]
+
+
+def test_xauth_answer_is_form_encoded() -> None:
+    body = read_form(FORM, b"oauth_token=1-abc&oauth_token_secret=def&user_id=1")
+    assert issued_tokens(X_XAUTH, [], body, None) == ["1-abc"]
+
+
+def test_graph_tokens_in_form_and_cookies_in_the_json_answer() -> None:
+    graph = SessionTokens(params=("access_token",), hosts=frozenset({"graph.facebook.com"}))
+    target = make_target("POST", ["graph.facebook.com"], "/me/feed")
+    form = read_form(FORM, b"message=hi&access_token=EAAB1")
+    assert form_tokens(graph, target, form) == ["EAAB1"]
+    assert form_tokens(graph, make_target("POST", ["www.facebook.com"], "/x"), form) == []
+    assert form_tokens(graph, target, None) == []
+    answer = json.dumps({"access_token": "EAAB1", "session_cookies": [
+        {"name": "c_user", "value": "100001"}, {"name": "xs", "value": "42:abc"},
+        {"name": "c_user", "value": 7}]}).encode()
+    assert issued_cookies(answer, ["session_cookies"], "c_user") == ["100001"]
+    assert issued_cookies(b"not json", ["session_cookies"], "c_user") == []
 
 
 def test_request_tokens_only_on_the_token_hosts() -> None:
