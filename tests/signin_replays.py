@@ -79,6 +79,7 @@ class Session:
     value: str = "{token}"
     method: str = "GET"
     planted: bool = False  # the client puts the cookie in its jar itself (from a JSON reply)
+    marker: tuple[tuple[str, str], ...] = ()  # cookies that say "signed in" beside a forged one
     body: str = ""  # a urlencoded form ({token})
 
 
@@ -321,6 +322,11 @@ REPLAYS: tuple[Replay, ...] = (
     ), Session("https://www.reddit.com/r/python/", cookie="reddit_session", domain=".reddit.com")),
     # --- Pinterest --------------------------------------------------------------------------
     Replay("pinterest", "web", "PIN py3-pinterest fafcebfc4ede login(), medium", (
+        # a signed-out visitor gets a _pinterest_sess too (a plain GET of / sets it, PUB)
+        Step("GET", "https://www.pinterest.com/", answer=(
+            ("Set-Cookie", "_pinterest_sess=TWc9PSZhbm9ueW1vdXM=; Domain=.pinterest.com; Path=/;"
+                           " Secure"),
+            ("Set-Cookie", "_auth=0; Domain=.pinterest.com; Path=/; Secure"))),
         Step("GET", "https://www.pinterest.com/login/?referrer=home_page", answer=(
             ("Set-Cookie", "csrftoken=c5rf; Domain=.pinterest.com; Path=/; Secure"),)),
         Step("POST", "https://www.pinterest.com/resource/UserSessionResource/create/", FORM,
@@ -333,7 +339,7 @@ REPLAYS: tuple[Replay, ...] = (
                  ("Set-Cookie", "_auth=1; Domain=.pinterest.com; Path=/; Secure"))),
     ), Session("https://www.pinterest.com/resource/UserHomefeedResource/get/?source_url=%2F"
                "&data=%7B%22options%22%3A%7B%7D%7D", cookie="_pinterest_sess",
-               domain=".pinterest.com")),
+               domain=".pinterest.com", marker=(("_auth", "1"),))),
     # --- Snapchat: gRPC-Web protobuf, the account and password by field number -------------
     Replay("snapchat", "web", "SNC snapcap-native 2aa89ca5bf12 login.ts, medium (numbers: low)", (
         Step("GET", "https://accounts.snapchat.com/v2/login?continue=%2Faccounts%2Fsso",

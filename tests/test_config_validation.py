@@ -183,6 +183,8 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
          "services.yaml:10: service 'linkedin': 'Bad Header' is not a valid header name"),
         (SERVICES + "    session: {cookies: li_at}\n",
          "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
+        (SERVICES + "    session:\n      headers: [Authorization]\n      when: {_auth: '1'}\n",
+         "services.yaml:11: service 'linkedin': session: when needs a cookie"),
         (SERVICES + "    session: {hosts: [www.linkedin.com]}\n",
          "services.yaml:9: service 'linkedin': session needs a cookie, headers or params"),
         (SERVICES + "    session:\n      headers: [Bad Header]\n",

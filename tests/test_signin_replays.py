@@ -165,6 +165,8 @@ def run_unbound(proxy: ProxyProcess, password: str, upstream: Upstream, replay: 
     headers = {}
     if session.cookie:
         client.cookies.set(session.cookie, forged, domain=session.domain)
+        for name, value in session.marker:
+            client.cookies.set(name, value, domain=session.domain)
     elif session.header:
         headers = {session.header: session.value.replace("{token}", forged)}
     follow = follow_up(session, forged)

@@ -219,7 +219,7 @@ class Accounts:
         A sign-in request's tokens (Facebook's app token on auth/login) are not sessions."""
         if values is None:
             values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
-                if service.session_cookie else []
+                if service.session_cookie and _signed_in(flow.request, service) else []
             target = _target(flow, context)
             if service.session_tokens is not None and login_rule(service, target) is None:
                 values += request_tokens(service.session_tokens, target,
@@ -424,6 +424,15 @@ def _guard_reads(service: Service, target: Target, request: http.Request) -> boo
     return (service.guarded and credentials.readable_body(target.method,
                                                           request.headers.get("content-type", ""))
             and login_rule(service, target) is None)
+
+
+def _signed_in(request: http.Request, service: Service) -> bool:
+    """Whether the request's cookies say it is signed in, where the session cookie alone
+    does not (`session: when`); a cookie given twice with different values counts if any
+    copy has the value, as a server may read either."""
+    cookies = request.cookies
+    return all(any(v == want for v in cookies.get_all(name))
+               for name, want in service.session_when.items())
 
 
 def _token_body(service: Service, target: Target) -> bool:

@@ -543,9 +543,11 @@ class _Builder:
         login_nodes = s.seq(fields["logins"], f"{what}: logins") if "logins" in fields else []
         rules = (self._login_rule(n, f"{what}: login rule", domain_set) for n in login_nodes)
         logins = tuple(rule for rule in rules if rule is not None)
-        session_cookie, session_tokens = None, None
+        session_cookie, session_tokens, session_when = None, None, {}
         if "session" in fields:
             session_cookie, session_tokens = self._session(fields["session"], what, domain_set)
+            session_when = self._field_values(fields["session"].get("when"),
+                                              f"{what}: session: when")
         extra = [i.value for i in s.strings(fields["credential_fields"],
                                             f"{what}: credential_fields")] \
             if "credential_fields" in fields else []
@@ -565,6 +567,7 @@ class _Builder:
             access=access,
             logins=logins,
             session_cookie=session_cookie or None,
+            session_when=MappingProxyType(session_when),
             headers=headers,
             prohibited=prohibited,
             audited=audited,
@@ -578,8 +581,10 @@ class _Builder:
     ) -> tuple[str | None, SessionTokens | None]:
         """`session:` the cookie and/or the token headers, and where a login hands them out."""
         s, what = self.svc, f"{what}: session"
-        session = s.mapping(node, what, (), ("cookie", "headers", "schemes", "params", "hosts",
-                                             "issued")) or {}
+        session = s.mapping(node, what, (), ("cookie", "when", "headers", "schemes", "params",
+                                             "hosts", "issued")) or {}
+        if "when" in session and "cookie" not in session:
+            s.error(session["when"], f"{what}: when needs a cookie")
         cookie = s.string(session["cookie"], f"{what} cookie") if "cookie" in session else None
         if not ({"cookie", "headers", "params"} & set(session)):
             s.error(node, f"{what} needs a cookie, headers or params")

@@ -150,6 +150,9 @@ class Service:
     access: Access = Access.APPROVED
     logins: tuple[LoginRule, ...] = ()
     session_cookie: str | None = None
+    # The session cookie is checked only when the request's cookies have these values
+    # (Pinterest: `_auth=1`, a signed-in browser; signed-out visitors get the cookie too).
+    session_when: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
     prohibited: tuple[ActionRule, ...] = ()
     audited: tuple[ActionRule, ...] = ()
