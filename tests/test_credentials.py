@@ -18,7 +18,9 @@ from gatekeeper.core.credentials import (
     form_like,
     guard_form,
     guard_headers,
+    guard_message,
     header_credential,
+    protobuf_passwords,
     readable_body,
 )
 from gatekeeper.core.logins import (
@@ -34,7 +36,15 @@ from gatekeeper.core.logins import (
     request_tokens,
     session_token,
 )
-from gatekeeper.core.model import Access, Reason, Service, SessionTokens
+from gatekeeper.core.model import (
+    Access,
+    LoginRule,
+    ProtobufFields,
+    Reason,
+    Service,
+    SessionTokens,
+)
+from gatekeeper.core.protobuf import read_message
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -294,3 +304,22 @@ def test_guard_headers_verdicts() -> None:
     assert guard_headers(_service(basic_auth_apps=apps), target, basic) is None
     everyone = _service(access=Access.EVERYONE)  # a tenant-restriction service: not guarded
     assert guard_headers(everyone, target, basic) is None
+
+
+def test_protobuf_guard_reads_the_sign_in_hosts_only() -> None:
+    rule = LoginRule(path=re.compile("^/janus/Login$"), fields=("2",),
+                     hosts=frozenset({"accounts.s.example"}),
+                     protobuf=ProtobufFields(((2,),), ((5, None, 1),)))
+    service = _service(logins=(rule,))
+    grpc = "application/grpc-web+proto"
+    on_host = make_target("POST", ["accounts.s.example"], "/janus/LoginV2")
+    assert protobuf_passwords(service, on_host, grpc) == ((5, None, 1),)
+    assert protobuf_passwords(service, on_host, FORM) == ()
+    assert protobuf_passwords(service, make_target("POST", ["web.s.example"], "/x"), grpc) == ()
+    assert protobuf_passwords(service, make_target("GET", ["accounts.s.example"], "/x"),
+                              grpc) == ()
+    found = read_message("application/x-protobuf", b"\x2a\x05\x1a\x03\x0a\x01p",
+                         [(5, None, 1)])
+    assert guard_message(found) is not None
+    assert guard_message(read_message("application/x-protobuf", b"\x0a\x01a",
+                                      [(5, None, 1)])) is None

@@ -52,7 +52,14 @@ from gatekeeper.core.logins import (
     session_reason,
     step_rule,
 )
-from gatekeeper.core.model import Decision, ProtobufFields, Reason, Service, Verdict
+from gatekeeper.core.model import (
+    Decision,
+    FieldPath,
+    ProtobufFields,
+    Reason,
+    Service,
+    Verdict,
+)
 from gatekeeper.statedb import SessionCache, load_secret
 from gatekeeper.statedb.worker import StateOperationError, StateWorker
 
@@ -120,7 +127,7 @@ class Accounts:
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
         if needs_body(service, target) or _guard_reads(service, target, flow.request) \
-                or _token_body(service, target):
+                or _token_body(service, target) or _guard_message(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if login_rule(service, target) is None:
             self._guard_headers(flow, context, service, target)
@@ -155,6 +162,9 @@ class Accounts:
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
+            return
+        passwords = _guard_message(service, target, flow.request)
+        if passwords and self._guard_refused(flow, context, self._message_check(flow, passwords)):
             return
         rule = step_rule(service, target, form)
         if rule is not None:
@@ -363,6 +373,21 @@ class Accounts:
         except protobuf.ProtobufError:
             return None
 
+    def _message_check(self, flow: http.HTTPFlow,
+                       passwords: tuple[FieldPath, ...]) -> LoginCheck | None:
+        """The guard on a protobuf body where no login rule applies: a value at a password
+        path of the service's protobuf sign-ins makes it a sign-in. A body that is not such
+        a message (too large, another encoding, malformed) is another call: it passes."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        try:
+            message = protobuf.read_message(flow.request.headers.get("content-type", ""), body,
+                                            passwords)
+        except protobuf.ProtobufError:
+            return None
+        return credentials.guard_message(message)
+
     def _body(self, request: http.Request) -> bytes | None:
         """The decoded body; None when it is too large, ambiguous or cannot be decoded.
         Decoding stops at the size limit, whatever the body expands to."""
@@ -433,6 +458,16 @@ def _signed_in(request: http.Request, service: Service) -> bool:
     cookies = request.cookies
     return all(any(v == want for v in cookies.get_all(name))
                for name, want in service.session_when.items())
+
+
+def _guard_message(service: Service, target: Target,
+                   request: http.Request) -> tuple[FieldPath, ...]:
+    """The password paths the credential guard reads in this protobuf request's body (where
+    no login rule applies); empty when it does not read it."""
+    if login_rule(service, target) is not None:
+        return ()
+    return credentials.protobuf_passwords(service, target,
+                                          request.headers.get("content-type", ""))
 
 
 def _token_body(service: Service, target: Target) -> bool:

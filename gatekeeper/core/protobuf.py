@@ -58,6 +58,12 @@ def read_message(content_type: str, body: bytes, paths: Iterable[FieldPath]) -> 
     return Form(pairs)
 
 
+def protobuf_media(content_type: str) -> bool:
+    """Whether a body of this type is read as protobuf (gRPC-Web, framed or text, or bare)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in FRAMED or media in FRAMED_TEXT or media in UNFRAMED
+
+
 def unframe(content_type: str, body: bytes) -> memoryview:
     """The protobuf message of a body: a gRPC-Web request is exactly one uncompressed data
     frame (flag 0); a compressed frame, a trailer, a second frame or a length that does not
