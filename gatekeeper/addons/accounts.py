@@ -119,12 +119,12 @@ class Accounts:
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
-        if self._session_refused(flow, context, service):
-            return
         target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
-        if prohibited is not None:
+        if prohibited is not None:  # first: its query may hold an OAuth request token
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
+            return
+        if self._session_refused(flow, context, service):
             return
         if needs_body(service, target) or _guard_reads(service, target, flow.request) \
                 or _token_body(service, target) or _guard_message(service, target, flow.request):
