@@ -98,6 +98,14 @@ def test_malformed_bodies_are_refused(content_type: str, body: bytes) -> None:
         read_message(content_type, body, [(2,)])
 
 
+def test_the_values_read_are_bounded_by_the_message() -> None:
+    """Paths that overlap read the same bytes twice: more than the message is refused."""
+    body = grpc_web(protobuf_field(2, "x" * 1000))
+    assert read_message(GRPC, body, [(2,)]).values("2") == ["x" * 1000]
+    with pytest.raises(ProtobufError):
+        read_message(GRPC, body, [(2,), (None,)])
+
+
 def test_a_message_on_the_path_that_does_not_parse_is_refused() -> None:
     body = grpc_web(protobuf_field(5, b"\x12\x7f"))
     with pytest.raises(ProtobufError):

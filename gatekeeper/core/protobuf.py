@@ -3,8 +3,8 @@
 Protobuf carries field numbers, not names, so a login rule names the field that holds the
 account by its path of field numbers (`[2]`, `[5, 1, 1]`; `*` stands for any number). Only the
 messages on such a path are parsed, never the whole tree. Everything is bounded: nesting by the
-path's length (at most MAX_PATH), the fields read per body by MAX_FIELDS, and every value is a
-slice of the body, so the output never outgrows the input. A body that is not exactly one
+path's length (at most MAX_PATH), the fields read per body by MAX_FIELDS, and the values, each a
+slice of the body, may not add up to more than the message. A body that is not exactly one
 well-formed message, or that breaks a bound, raises ProtobufError: the login is unverifiable.
 
 Pure code: no I/O, no mitmproxy.
@@ -52,9 +52,14 @@ def read_message(content_type: str, body: bytes, paths: Iterable[FieldPath]) -> 
     message = unframe(content_type, body)
     budget = [MAX_FIELDS]
     pairs: list[tuple[str, Value]] = []
+    output = 0
     for path in paths:
         name = path_name(path)
-        pairs.extend((name, value) for value in _values(message, path, budget))
+        for value in _values(message, path, budget):
+            output += len(value) if value else 0
+            if output > len(message):  # only paths that overlap can read a byte twice
+                raise ProtobufError("the values outgrow the message")
+            pairs.append((name, value))
     return Form(pairs)
 
 
