@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +43,13 @@ class Sample:
     action: str | None = None  # for prohibited and audited samples (signups: account_created)
     target: str | None = None  # audited: what the record names (group, profile id)
     mixed: bool = False  # TikTok mix_mode=1: the account travels XOR 5, hex-encoded
-    readable: bool = True  # False: a sign-in the proxy cannot read (refused for everyone)
+    build: Callable[[str], bytes] | None = None  # a binary body (protobuf) for an account
 
     def body_for(self, account: str) -> bytes:
         """The body with the account where the site puts it: `{account}` as is, or
         `%7Baccount%7D` (inside URL-encoded JSON) percent-encoded."""
+        if self.build is not None:
+            return self.build(account)
         if self.mixed:
             account = mix(account)
         body = self.body.replace("{account}", account)
@@ -69,6 +72,46 @@ class Sample:
 def mix(value: str) -> str:
     """TikTok's mix_mode=1: each UTF-8 byte XOR 5, hex-encoded."""
     return "".join(f"{b ^ 5:02x}" for b in value.encode())
+
+
+def protobuf_field(number: int, value: str | bytes) -> bytes:
+    """One length-delimited protobuf field: a string or a nested message."""
+    data = value.encode() if isinstance(value, str) else value
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def grpc_web(*fields: bytes) -> bytes:
+    """A gRPC-Web request body: one uncompressed data frame holding the message."""
+    message = b"".join(fields)
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+# Snapchat's WebLoginRequest (snapcap-native login.ts; field numbers: docs/catalog.md): the
+# browser header (1: attestation, continue parameter, session payload), the account (2
+# username, 3 e-mail, 4 phone), the challenge answer (5) > password answer > password (1).
+_SNAP_HEADER = protobuf_field(1, protobuf_field(2, "kameleon-attestation-token")
+                              + protobuf_field(5, "/accounts/sso?client_id=web-calling-corp--prod"))
+
+
+def snapchat_login(account: str) -> bytes:
+    """WebLogin's first call: the account, as a username (or an e-mail when it has an @)."""
+    return grpc_web(_SNAP_HEADER, protobuf_field(3 if "@" in account else 2, account))
+
+
+def snapchat_password(password: str = "hunter2") -> bytes:
+    """WebLogin's second call: the server's session payload echoed, and the password."""
+    header = protobuf_field(1, protobuf_field(1, b"\x08\x01session-payload")
+                            + protobuf_field(5, "/accounts/sso?client_id=web-calling-corp--prod"))
+    return grpc_web(header, protobuf_field(5, protobuf_field(2, protobuf_field(1, password))))
 
 
 def signed_body(document: dict) -> str:
@@ -267,8 +310,7 @@ SAMPLES: tuple[Sample, ...] = (
            "%2C%22context%22%3A%7B%7D%7D&_=1700000000000"),
     Sample("snapchat", "logins", "POST",
            "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
-           "application/grpc-web+proto", "\x00\x00\x00\x00\x1c\x12\x1a\n\x18{account}",
-           readable=False),
+           "application/grpc-web+proto", build=snapchat_login),
     Sample("reddit", "logins", "POST", "https://www.reddit.com/api/v1/access_token",
            FORM, "grant_type=password&password=hunter2&username={account}"),
     Sample("reddit", "logins", "POST", "https://www.reddit.com/svc/shreddit/account/login",

@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from catalog_samples import bloks_params, mix, signed_body
+from catalog_samples import (
+    bloks_params,
+    grpc_web,
+    mix,
+    protobuf_field,
+    signed_body,
+    snapchat_login,
+    snapchat_password,
+)
 
 FORM = "application/x-www-form-urlencoded"
 FORM_UTF8 = FORM + "; charset=UTF-8"
 JSON = "application/json"
+GRPC_WEB = "application/grpc-web+proto"
 X_PUBLIC_BEARER = ("Bearer AAAAAAAAAAAAAAAAAAAAANRILgAAAAAAnNwIzUejRCOuH5E6I8xnZz4puTs%3D1Zv7"
                    "ttfk8LF81IUq16cHjhLTvJu4FA33AGWWjCpTnA")
 q = urllib.parse.quote
@@ -38,8 +48,11 @@ class Step:
     mixed: bool = False  # TikTok mix_mode=1: the account travels XOR 5, hex-encoded
     answer: tuple[tuple[str, str], ...] = ()  # response headers ({token})
     reply: str = ""  # response body ({token}); JSON when it starts with `{`
+    build: Callable[[str], bytes] | None = None  # a binary body (protobuf) for an account
 
     def body_for(self, account: str) -> bytes:
+        if self.build is not None:
+            return self.build(account)
         if self.mixed:
             account = mix(account)
         body = self.body.replace("{account}", account)
@@ -59,12 +72,15 @@ class Session:
     """How the client presents its session afterwards: a cookie (from its jar; `domain` is
     where a forged one is planted) or a header whose value is `value` with the token."""
 
-    url: str
+    url: str  # may hold {token} (a token in the query)
     cookie: str = ""
     domain: str = ""
     header: str = ""
     value: str = "{token}"
     method: str = "GET"
+    planted: bool = False  # the client puts the cookie in its jar itself (from a JSON reply)
+    marker: tuple[tuple[str, str], ...] = ()  # cookies that say "signed in" beside a forged one
+    body: str = ""  # a urlencoded form ({token})
 
 
 @dataclass(frozen=True)
@@ -74,7 +90,6 @@ class Replay:
     source: str
     steps: tuple[Step, ...]
     session: Session | None
-    checkable: bool = True  # False: the proxy cannot read this sign-in (refused for all)
 
     @property
     def id(self) -> str:
@@ -97,6 +112,18 @@ def _bloks_login_reply() -> str:
     handle = f"(bk.action.caa.HandleLoginResponse, {json.dumps(login_response)})"
     action = f"(bk.action.core.TakeLast, {handle})"
     return json.dumps({"layout": {"bloks_payload": {"action": action}}, "status": "ok"})
+
+
+_GRAPH_LOGIN_REPLY = _json_reply({
+    "session_key": "5.abc", "uid": 1, "access_token": "EAAAAU{token}",
+    "session_cookies": [{"name": "c_user", "value": "{token}", "domain": ".facebook.com"},
+                        {"name": "xs", "value": "42:abc", "domain": ".facebook.com"}]})
+_GRAPH_LOGIN = Step(
+    "POST", "https://b-graph.facebook.com/auth/login", FORM,
+    "adid=0a1b2c3d&format=json&device_id=0a1b2c3d-4e5f&email={account}&password=hunter2"
+    "&generate_analytics_claim=1&credentials_type=password&generate_session_cookies=1"
+    "&locale=en_US&method=auth.login&access_token=350685531728%7C62f8ce9f74b12f84c123cc23437a4a32",
+    headers=(("X-FB-Friendly-Name", "authenticate"),), checked=True, reply=_GRAPH_LOGIN_REPLY)
 
 
 REPLAYS: tuple[Replay, ...] = (
@@ -128,16 +155,20 @@ REPLAYS: tuple[Replay, ...] = (
     ), Session("https://www.messenger.com/t/100000000000002", cookie="c_user",
                domain=".messenger.com")),
     Replay("facebook", "graph", "PUB (fbchat fork, scripts), medium", (
-        Step("POST", "https://b-graph.facebook.com/auth/login", FORM,
-             "adid=0a1b2c3d&format=json&device_id=0a1b2c3d-4e5f&email={account}"
-             "&password=hunter2&generate_analytics_claim=1&credentials_type=password"
-             "&generate_session_cookies=1&locale=en_US&method=auth.login"
-             "&access_token=350685531728%7C62f8ce9f74b12f84c123cc23437a4a32",
-             headers=(("X-FB-Friendly-Name", "authenticate"),), checked=True,
-             reply=_json_reply({"session_key": "5.abc", "uid": 1, "access_token": "EAAAAU{token}",
-                                "session_cookies": [{"name": "c_user", "value": "1"}]})),
+        _GRAPH_LOGIN,
     ), Session("https://graph.facebook.com/me?fields=id,name", header="Authorization",
                value="OAuth EAAAAU{token}")),
+    Replay("facebook", "graph-query", "PUB (facebook-sdk style GET), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://graph.facebook.com/me?fields=id,name&access_token=EAAAAU{token}")),
+    Replay("facebook", "graph-form", "PUB (facebook-sdk style POST), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://graph.facebook.com/me/feed", method="POST",
+               body="message=Open+day&access_token=EAAAAU{token}")),
+    Replay("facebook", "graph-cookies", "PUB (fbchat fork: session_cookies to the jar), medium", (
+        _GRAPH_LOGIN,
+    ), Session("https://www.facebook.com/home.php", cookie="c_user", domain=".facebook.com",
+               planted=True)),
     # --- Instagram --------------------------------------------------------------------------
     Replay("instagram", "web", "ILO instaloader v4.15.1 instaloadercontext.py, high", (
         Step("GET", "https://www.instagram.com/", answer=(
@@ -263,8 +294,11 @@ REPLAYS: tuple[Replay, ...] = (
              headers=(("Authorization", 'OAuth oauth_consumer_key="3nVuSoBZnx6U4vzUxf5w", '
                        'oauth_nonce="n", oauth_signature="s", oauth_signature_method='
                        '"HMAC-SHA1", oauth_timestamp="1700000000", oauth_version="1.0"'),),
-             checked=True, reply="oauth_token=1-abc&oauth_token_secret=def&user_id=1"),
-    ), None),
+             checked=True, reply="oauth_token=1-{token}&oauth_token_secret=def&user_id=1"),
+    ), Session("https://api.x.com/1.1/statuses/home_timeline.json?count=20",
+               header="Authorization", value='OAuth oauth_consumer_key="3nVuSoBZnx6U4vzUxf5w", '
+               'oauth_nonce="n2", oauth_signature="s2", oauth_signature_method="HMAC-SHA1", '
+               'oauth_timestamp="1700000100", oauth_token="1-{token}", oauth_version="1.0"')),
     # --- Reddit -----------------------------------------------------------------------------
     Replay("reddit", "script-app", "PRC prawcore 06e47308ab98 auth.py ScriptAuthorizer, high", (
         Step("POST", "https://www.reddit.com/api/v1/access_token", FORM,
@@ -288,6 +322,11 @@ REPLAYS: tuple[Replay, ...] = (
     ), Session("https://www.reddit.com/r/python/", cookie="reddit_session", domain=".reddit.com")),
     # --- Pinterest --------------------------------------------------------------------------
     Replay("pinterest", "web", "PIN py3-pinterest fafcebfc4ede login(), medium", (
+        # a signed-out visitor gets a _pinterest_sess too (a plain GET of / sets it, PUB)
+        Step("GET", "https://www.pinterest.com/", answer=(
+            ("Set-Cookie", "_pinterest_sess=TWc9PSZhbm9ueW1vdXM=; Domain=.pinterest.com; Path=/;"
+                           " Secure"),
+            ("Set-Cookie", "_auth=0; Domain=.pinterest.com; Path=/; Secure"))),
         Step("GET", "https://www.pinterest.com/login/?referrer=home_page", answer=(
             ("Set-Cookie", "csrftoken=c5rf; Domain=.pinterest.com; Path=/; Secure"),)),
         Step("POST", "https://www.pinterest.com/resource/UserSessionResource/create/", FORM,
@@ -300,18 +339,22 @@ REPLAYS: tuple[Replay, ...] = (
                  ("Set-Cookie", "_auth=1; Domain=.pinterest.com; Path=/; Secure"))),
     ), Session("https://www.pinterest.com/resource/UserHomefeedResource/get/?source_url=%2F"
                "&data=%7B%22options%22%3A%7B%7D%7D", cookie="_pinterest_sess",
-               domain=".pinterest.com")),
-    # --- Snapchat (protobuf: the proxy cannot read it, so it is refused for everyone) --------
-    Replay("snapchat", "web", "SNC snapcap-native 2aa89ca5bf12 login.ts, medium", (
+               domain=".pinterest.com", marker=(("_auth", "1"),))),
+    # --- Snapchat: gRPC-Web protobuf, the account and password by field number -------------
+    Replay("snapchat", "web", "SNC snapcap-native 2aa89ca5bf12 login.ts, medium (numbers: low)", (
+        Step("GET", "https://accounts.snapchat.com/v2/login?continue=%2Faccounts%2Fsso",
+             answer=(("Set-Cookie", "sc-a-nonce=n0nce; Path=/; Secure; HttpOnly"),)),
         Step("POST", "https://accounts.snapchat.com/snap.security.WebAttestationService/"
-             "BootstrapAttestationSession", "application/grpc-web+proto",
-             "\x00\x00\x00\x00\x04\x0a\x02ab", headers=(("x-grpc-web", "1"),)),
+             "BootstrapAttestationSession", GRPC_WEB,
+             headers=(("x-grpc-web", "1"),), build=lambda _: grpc_web(protobuf_field(1, "www"))),
         Step("POST", "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
-             "application/grpc-web+proto", "\x00\x00\x00\x00\x1c\x12\x1a\x0a\x18{account}",
-             headers=(("x-grpc-web", "1"),), checked=True),
+             GRPC_WEB, headers=(("x-grpc-web", "1"),), checked=True, build=snapchat_login),
+        Step("POST", "https://accounts.snapchat.com/snapchat.janus.api.WebLoginService/WebLogin",
+             GRPC_WEB, headers=(("x-grpc-web", "1"),), build=lambda _: snapchat_password(),
+             answer=(("Set-Cookie", "__Host-sc-a-auth-session={token}; Path=/; Secure; "
+                                    "HttpOnly; SameSite=None"),)),
     ), Session("https://accounts.snapchat.com/accounts/v2/welcome",
-               cookie="__Host-sc-a-auth-session", domain="accounts.snapchat.com"),
-        checkable=False),
+               cookie="__Host-sc-a-auth-session", domain="accounts.snapchat.com")),
     # --- TikTok -----------------------------------------------------------------------------
     Replay("tiktok", "web", "PUB (2025 capture), TTX (mix_mode), medium", (
         Step("GET", "https://www.tiktok.com/login/phone-or-email/email", answer=(

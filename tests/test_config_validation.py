@@ -151,6 +151,29 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
         (SERVICES + "    logins:\n      - path: ^/login\n        fields: [email]\n"
          "        when: [key]\n",
          "services.yaml:12: service 'linkedin': login rule: when must be a mapping of field name"),
+        (SERVICES + "    logins:\n      - path: ^/login\n",
+         "services.yaml:10: service 'linkedin': login rule needs either fields (a form or JSON) "
+         "or protobuf"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        fields: [a]\n"
+         "        protobuf: {fields: [[2]]}\n",
+         "services.yaml:10: service 'linkedin': login rule needs either fields"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[2], [5, 0]]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: 0 is not a field "
+         "number"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [2]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: a path is a list"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[1, 1, 1, 1, 1, 1, 1, 1, 1]]\n",
+         "services.yaml:12: service 'linkedin': login rule: protobuf: fields: a path is a list "
+         "of 1 to 8"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf:\n"
+         "          fields: [[2]]\n          passwords: [[5, '**', 1]]\n",
+         "services.yaml:13: service 'linkedin': login rule: protobuf: passwords: '**' is not a "
+         "field number"),
+        (SERVICES + "    logins:\n      - path: ^/login\n        protobuf: {password: [[1]]}\n",
+         "services.yaml:11: unknown key 'password' in service 'linkedin': login rule: protobuf"),
         (SERVICES + "    audited:\n      - action: group_created\n        path: ^/g\n"
          "        fields: {name: [a, b]}\n",
          "services.yaml:12: service 'linkedin': audited: fields: field 'name' must have a plain"),
@@ -160,8 +183,10 @@ def test_approvals_errors(tmp_path: Path, approvals: str, expected: str) -> None
          "services.yaml:10: service 'linkedin': 'Bad Header' is not a valid header name"),
         (SERVICES + "    session: {cookies: li_at}\n",
          "services.yaml:9: unknown key 'cookies' in service 'linkedin': session"),
+        (SERVICES + "    session:\n      headers: [Authorization]\n      when: {_auth: '1'}\n",
+         "services.yaml:11: service 'linkedin': session: when needs a cookie"),
         (SERVICES + "    session: {hosts: [www.linkedin.com]}\n",
-         "services.yaml:9: service 'linkedin': session needs a cookie or headers"),
+         "services.yaml:9: service 'linkedin': session needs a cookie, headers or params"),
         (SERVICES + "    session:\n      headers: [Bad Header]\n",
          "services.yaml:10: service 'linkedin': session: headers: 'Bad Header' is not a valid"),
         (SERVICES + "    session:\n      headers: [Authorization]\n      hosts: [www.x.com]\n",

@@ -18,12 +18,17 @@ from gatekeeper.core.credentials import (
     form_like,
     guard_form,
     guard_headers,
+    guard_message,
     header_credential,
+    protobuf_passwords,
     readable_body,
 )
 from gatekeeper.core.logins import (
     MAX_EMBEDDED_DEPTH,
+    UNREADABLE_TOKEN,
     LoginResult,
+    form_tokens,
+    issued_cookies,
     issued_tokens,
     make_target,
     read_form,
@@ -31,7 +36,15 @@ from gatekeeper.core.logins import (
     request_tokens,
     session_token,
 )
-from gatekeeper.core.model import Access, Reason, Service, SessionTokens
+from gatekeeper.core.model import (
+    Access,
+    LoginRule,
+    ProtobufFields,
+    Reason,
+    Service,
+    SessionTokens,
+)
+from gatekeeper.core.protobuf import read_message
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -196,6 +209,53 @@ def test_session_token(value: str, token: str | None) -> None:
     assert session_token(value) == token
 
 
+X_XAUTH = SessionTokens(headers=("authorization",), schemes=frozenset({"oauth"}),
+                       params=("oauth_token",), hosts=frozenset({"api.x.com"}),
+                       issued_fields=("oauth_token",))
+OAUTH1 = ('OAuth oauth_consumer_key="3nVu", oauth_nonce="n", oauth_signature="s%3D", '
+          'oauth_signature_method="HMAC-SHA1", oauth_timestamp="1", oauth_token="1-ab%2Fc", '
+          'oauth_version="1.0"')
+
+
+def test_oauth1_header_carries_its_oauth_token_parameter() -> None:
+    assert session_token(OAUTH1) == "1-ab/c"
+    assert session_token('OAuth oauth_consumer_key="k", oauth_signature="s"') is None  # sign-in
+    twice = OAUTH1 + ', oauth_token="2-other"'
+    assert session_token(twice) == UNREADABLE_TOKEN  # never bound: refused
+    assert session_token("OAuth EAAB==") == "EAAB=="  # Facebook's single Graph token
+
+
+def test_x_reads_only_oauth_never_its_app_wide_bearer() -> None:
+    target = make_target("GET", ["api.x.com"], "/1.1/statuses/home_timeline.json")
+    bearer = [("Authorization", "Bearer AAAAAAAAAAAAAAAAAAAAANRILgAA")]
+    assert request_tokens(X_XAUTH, target, bearer) == []
+    assert request_tokens(X_XAUTH, target, [("Authorization", OAUTH1)]) == ["1-ab/c"]
+    with_query = make_target("GET", ["api.x.com"], "/1.1/account/verify_credentials.json",
+                             "oauth_token=1-q&oauth_consumer_key=k")
+    assert request_tokens(X_XAUTH, with_query, []) == ["1-q"]
+    bad = make_target("GET", ["api.x.com"], "/", "oauth_token=%ff")
+    assert request_tokens(X_XAUTH, bad, []) == [UNREADABLE_TOKEN]
+
+
+def test_xauth_answer_is_form_encoded() -> None:
+    body = read_form(FORM, b"oauth_token=1-abc&oauth_token_secret=def&user_id=1")
+    assert issued_tokens(X_XAUTH, [], body, None) == ["1-abc"]
+
+
+def test_graph_tokens_in_form_and_cookies_in_the_json_answer() -> None:
+    graph = SessionTokens(params=("access_token",), hosts=frozenset({"graph.facebook.com"}))
+    target = make_target("POST", ["graph.facebook.com"], "/me/feed")
+    form = read_form(FORM, b"message=hi&access_token=EAAB1")
+    assert form_tokens(graph, target, form) == ["EAAB1"]
+    assert form_tokens(graph, make_target("POST", ["www.facebook.com"], "/x"), form) == []
+    assert form_tokens(graph, target, None) == []
+    answer = json.dumps({"access_token": "EAAB1", "session_cookies": [
+        {"name": "c_user", "value": "100001"}, {"name": "xs", "value": "42:abc"},
+        {"name": "c_user", "value": 7}]}).encode()
+    assert issued_cookies(answer, ["session_cookies"], "c_user") == ["100001"]
+    assert issued_cookies(b"not json", ["session_cookies"], "c_user") == []
+
+
 def test_request_tokens_only_on_the_token_hosts() -> None:
     headers = [("Authorization", "bearer abc"), ("User-Agent", "praw")]
     assert request_tokens(REDDIT, make_target("GET", ["oauth.reddit.com"], "/api/v1/me"),
@@ -244,3 +304,22 @@ def test_guard_headers_verdicts() -> None:
     assert guard_headers(_service(basic_auth_apps=apps), target, basic) is None
     everyone = _service(access=Access.EVERYONE)  # a tenant-restriction service: not guarded
     assert guard_headers(everyone, target, basic) is None
+
+
+def test_protobuf_guard_reads_the_sign_in_hosts_only() -> None:
+    rule = LoginRule(path=re.compile("^/janus/Login$"), fields=("2",),
+                     hosts=frozenset({"accounts.s.example"}),
+                     protobuf=ProtobufFields(((2,),), ((5, None, 1),)))
+    service = _service(logins=(rule,))
+    grpc = "application/grpc-web+proto"
+    on_host = make_target("POST", ["accounts.s.example"], "/janus/LoginV2")
+    assert protobuf_passwords(service, on_host, grpc) == ((5, None, 1),)
+    assert protobuf_passwords(service, on_host, FORM) == ()
+    assert protobuf_passwords(service, make_target("POST", ["web.s.example"], "/x"), grpc) == ()
+    assert protobuf_passwords(service, make_target("GET", ["accounts.s.example"], "/x"),
+                              grpc) == ()
+    found = read_message("application/x-protobuf", b"\x2a\x05\x1a\x03\x0a\x01p",
+                         [(5, None, 1)])
+    assert guard_message(found) is not None
+    assert guard_message(read_message("application/x-protobuf", b"\x0a\x01a",
+                                      [(5, None, 1)])) is None

@@ -92,6 +92,26 @@ def test_compose_adds_directory_employees_and_the_file_wins(tmp_path: Path) -> N
     assert policy.identify("Alice", None) is None  # without a directory: exact ids only
 
 
+def test_grants_spelled_as_sign_in_names_are_the_directory_employees(tmp_path: Path) -> None:
+    """`CLINIC\\erin` and `erin@clinic.local` are erin when the realm is the office's; two
+    spellings for one service are ambiguous (neither grants); another realm is nobody."""
+    approvals = configs.approvals_doc()
+    approvals["grants"] += [configs.grant("CLINIC\\Erin", "facebook"),
+                            configs.grant("erin@clinic.local", "x"),
+                            configs.grant("CLINIC\\hal", "x"), configs.grant("hal", "x"),
+                            configs.grant("OTHER\\ivy", "x")]
+    policy = load_policy(write(tmp_path, approvals, directory_section=True))
+    people = {p.id: p for p in (person("erin"), person("hal"), person("ivy"))}
+    listing = DirectoryList(MappingProxyType(people), REALMS | {"clinic.local"}, 0.0)
+    merged = compose(policy, listing).policy
+    assert merged.grants[("erin", "facebook")].employee == "erin"
+    assert merged.grants[("erin", "facebook")].accounts == {"erin@clinic.example"}
+    assert ("erin", "x") in merged.grants
+    assert merged.grants[("hal", "x")].employee == "hal"  # the exact spelling wins
+    assert sorted((g.employee, g.service) for g in leaver_grants(merged)) == [
+        ("CLINIC\\hal", "x"), ("OTHER\\ivy", "x")]
+
+
 def gateway_problems(tmp_path: Path, **section: Any) -> list[str]:
     config = write(tmp_path, configs.approvals_doc(), directory_section=True)
     doc = yaml.safe_load((config / "gateway.yaml").read_text())

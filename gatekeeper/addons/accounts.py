@@ -35,7 +35,7 @@ from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
-from gatekeeper.core import credentials
+from gatekeeper.core import credentials, protobuf
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.identifiers import mask_identifier
 from gatekeeper.core.logins import (
@@ -48,6 +48,8 @@ from gatekeeper.core.logins import (
     action_target,
     check_login,
     field_rules,
+    form_tokens,
+    issued_cookies,
     issued_tokens,
     login_rule,
     make_target,
@@ -60,7 +62,14 @@ from gatekeeper.core.logins import (
     signup_step,
     step_rule,
 )
-from gatekeeper.core.model import Decision, Reason, Service, Verdict
+from gatekeeper.core.model import (
+    Decision,
+    FieldPath,
+    ProtobufFields,
+    Reason,
+    Service,
+    Verdict,
+)
 from gatekeeper.statedb import (
     ACCOUNT_CREATED,
     RECORDED,
@@ -82,6 +91,7 @@ EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 SINGLE_HEADERS = ("content-type", "content-encoding")
 SIGN_UP = "sign_up"  # the action named when a sign-up is refused
 MAX_RECENT_SIGNUPS = 1000
+FORM = "application/x-www-form-urlencoded"
 
 
 class Accounts:
@@ -132,16 +142,18 @@ class Accounts:
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
-        if self._session_refused(flow, context, service):
-            return
         target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
-        if prohibited is not None:  # its target, if any, is in the query (an app's client id)
+        if prohibited is not None:  # first: its query may hold an OAuth request token, and
+            # its target, if any (an app's client id)
             query = read_form("", b"", target.query) if prohibited.target else None
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
                         action_target(prohibited, target, query))
             return
-        if needs_body(service, target) or _guard_reads(service, target, flow.request):
+        if self._session_refused(flow, context, service):
+            return
+        if needs_body(service, target) or _guard_reads(service, target, flow.request) \
+                or _token_body(service, target) or _guard_message(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if self._actions_unreadable(flow, context, service, target):
             leave_unread(flow)
@@ -170,18 +182,33 @@ class Accounts:
             return
         target = _target(flow, context)
         guarded = _guard_reads(service, target, flow.request)
-        form = self._form(flow) if needs_body(service, target) or guarded else None
+        first = login_rule(service, target)
+        if first is not None and first.protobuf is not None:
+            form = self._message(flow, first.protobuf)
+        else:
+            form = self._form(flow) if needs_body(service, target) or guarded else None
         if form is None and not context.actions_unread \
                 and self._actions_unread(flow, context, service, target, "unreadable_body"):
             return
+        if _token_body(service, target):
+            form = form or self._form(flow)
+            tokens = form_tokens(service.session_tokens, target, form)  # type: ignore[arg-type]
+            if self._session_refused(flow, context, service, tokens):
+                return
         content_type = flow.request.headers.get("content-type", "")
         if guarded and self._guard_refused(
                 flow, context, credentials.guard_form(service, content_type, form)):
             return
+        passwords = _guard_message(service, target, flow.request)
+        if passwords and self._guard_refused(flow, context, self._message_check(flow, passwords)):
+            return
         accounts = accounts_of(policy, decision.employee, service.id)
         rule = step_rule(service, target, form)
         if rule is not None:
-            check = check_login(rule, accounts, decision.employee, policy.accounts, form)
+            continuing = decision.employee is not None \
+                and self._login_in_progress(decision.employee, service.id)
+            check = check_login(rule, accounts, decision.employee, policy.accounts, form,
+                                continuing)
             if not self._login_checked(flow, context, check):
                 return
         signup = signup_step(service, target, form)
@@ -239,14 +266,18 @@ class Accounts:
         return ctx.options.gatekeeper_max_login_body
 
     def _session_refused(self, flow: http.HTTPFlow, context: FlowContext,
-                         service: Service) -> bool:
-        """A session cookie bound to someone else, or never bound, is refused; a refused
-        unbound cookie is also expired, so that the next attempt starts signed out."""
-        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
-            if service.session_cookie else []
-        if service.session_tokens is not None:
-            values += request_tokens(service.session_tokens, _target(flow, context),
-                                     flow.request.headers.items(multi=True))
+                         service: Service, values: list[str] | None = None) -> bool:
+        """A session cookie or token bound to someone else, or never bound, is refused; a
+        refused unbound cookie is also expired, so that the next attempt starts signed out.
+        `values`: tokens found in the body; by default the cookie, token headers and query.
+        A sign-in request's tokens (Facebook's app token on auth/login) are not sessions."""
+        if values is None:
+            values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
+                if service.session_cookie and _signed_in(flow.request, service) else []
+            target = _target(flow, context)
+            if service.session_tokens is not None and login_rule(service, target) is None:
+                values += request_tokens(service.session_tokens, target,
+                                         flow.request.headers.items(multi=True))
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -337,16 +368,21 @@ class Accounts:
         body: Form | None = None
         text: str | None = None
         media = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        wanted = tokens.issued_fields or tokens.issued_pattern is not None
-        if wanted and (media.endswith("json") or media.startswith("text/")):
+        wanted = tokens.issued_fields or tokens.issued_cookies or tokens.issued_pattern
+        cookies: list[str] = []
+        if wanted and (media.endswith("json") or media.startswith("text/") or media == FORM):
             try:
                 raw = decode_body(response.raw_content or b"",
                                   response.headers.get_all("content-encoding"), self.max_body)
             except BodyError:
                 raw = b""
-            body = read_json(raw) if tokens.issued_fields else None
+            if tokens.issued_fields:  # JSON, or a form-encoded answer (xAuth's oauth_token)
+                body = read_json(raw) if media != FORM else None
+                body = body or read_form(FORM, raw)
+            if tokens.issued_cookies and service.session_cookie:
+                cookies = issued_cookies(raw, tokens.issued_cookies, service.session_cookie)
             text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
-        return issued_tokens(tokens, response.headers.items(multi=True), body, text)
+        return issued_tokens(tokens, response.headers.items(multi=True), body, text) + cookies
 
     def _login_checked(self, flow: http.HTTPFlow, context: FlowContext,
                        check: LoginCheck) -> bool:
@@ -432,18 +468,51 @@ class Accounts:
     def _form(self, flow: http.HTTPFlow) -> Form | None:
         """The request's fields; None when the body is too large, ambiguous, or cannot be
         decoded or parsed (then a login is unverifiable and a field-matched action does not
-        match). Decoding stops at the size limit, whatever the body expands to."""
-        request = flow.request
+        match)."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        query = flow.request.path.partition("?")[2]
+        return read_form(flow.request.headers.get("content-type", ""), body, query)
+
+    def _message(self, flow: http.HTTPFlow, fields: ProtobufFields) -> Form | None:
+        """The identifier and password values of a protobuf (gRPC-Web) sign-in, by field
+        path; None when the body cannot be read exactly (then the login is unverifiable)."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        try:
+            return protobuf.read_message(flow.request.headers.get("content-type", ""), body,
+                                         (*fields.identifiers, *fields.passwords))
+        except protobuf.ProtobufError:
+            return None
+
+    def _message_check(self, flow: http.HTTPFlow,
+                       passwords: tuple[FieldPath, ...]) -> LoginCheck | None:
+        """The guard on a protobuf body where no login rule applies: a value at a password
+        path of the service's protobuf sign-ins makes it a sign-in. A body that is not such
+        a message (too large, another encoding, malformed) is another call: it passes."""
+        body = self._body(flow.request)
+        if body is None:
+            return None
+        try:
+            message = protobuf.read_message(flow.request.headers.get("content-type", ""), body,
+                                            passwords)
+        except protobuf.ProtobufError:
+            return None
+        return credentials.guard_message(message)
+
+    def _body(self, request: http.Request) -> bytes | None:
+        """The decoded body; None when it is too large, ambiguous or cannot be decoded.
+        Decoding stops at the size limit, whatever the body expands to."""
         headers = request.headers
         if any(len(headers.get_all(name)) > 1 for name in SINGLE_HEADERS):
             return None
         try:
-            body = decode_body(request.raw_content or b"", headers.get_all("content-encoding"),
+            return decode_body(request.raw_content or b"", headers.get_all("content-encoding"),
                                self.max_body)
         except BodyError:
             return None
-        query = request.path.partition("?")[2]
-        return read_form(headers.get("content-type", ""), body, query)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -494,6 +563,34 @@ def _guard_reads(service: Service, target: Target, request: http.Request) -> boo
     return (service.guarded and credentials.readable_body(target.method,
                                                           request.headers.get("content-type", ""))
             and account_rule(service, target) is None)
+
+
+def _signed_in(request: http.Request, service: Service) -> bool:
+    """Whether the request's cookies say it is signed in, where the session cookie alone
+    does not (`session: when`); a cookie given twice with different values counts if any
+    copy has the value, as a server may read either."""
+    cookies = request.cookies
+    return all(any(v == want for v in cookies.get_all(name))
+               for name, want in service.session_when.items())
+
+
+def _guard_message(service: Service, target: Target,
+                   request: http.Request) -> tuple[FieldPath, ...]:
+    """The password paths the credential guard reads in this protobuf request's body (where
+    no login rule applies); empty when it does not read it."""
+    if login_rule(service, target) is not None:
+        return ()
+    return credentials.protobuf_passwords(service, target,
+                                          request.headers.get("content-type", ""))
+
+
+def _token_body(service: Service, target: Target) -> bool:
+    """Whether the request's body may carry a session token (`access_token=` posted to the
+    Graph API): a service whose session names params, on its token hosts, no sign-in."""
+    tokens = service.session_tokens
+    return (tokens is not None and bool(tokens.params) and target.method in credentials.BODY_METHODS
+            and (tokens.hosts is None or not tokens.hosts.isdisjoint(target.hosts))
+            and login_rule(service, target) is None)
 
 
 def _unreadable_login(request: http.Request, limit: int) -> str | None:

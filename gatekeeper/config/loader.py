@@ -28,14 +28,17 @@ from gatekeeper.core.model import (
     ActionRule,
     AddressIndex,
     Employee,
+    FieldPath,
     Grant,
     IPNetwork,
     LoginRule,
     Mode,
     Policy,
+    ProtobufFields,
     Service,
     SessionTokens,
 )
+from gatekeeper.core.protobuf import MAX_FIELD_NUMBER, MAX_PATH, path_name
 
 if TYPE_CHECKING:
     from gatekeeper.config.incremental import LoadCache
@@ -558,9 +561,11 @@ class _Builder:
         signup_nodes = s.seq(fields["signups"], f"{what}: signups") if "signups" in fields else []
         rules = (self._login_rule(n, f"{what}: sign-up rule", domain_set) for n in signup_nodes)
         signups = tuple(rule for rule in rules if rule is not None)
-        session_cookie, session_tokens = None, None
+        session_cookie, session_tokens, session_when = None, None, {}
         if "session" in fields:
             session_cookie, session_tokens = self._session(fields["session"], what, domain_set)
+            session_when = self._field_values(fields["session"].get("when"),
+                                              f"{what}: session: when")
         extra = [i.value for i in s.strings(fields["credential_fields"],
                                             f"{what}: credential_fields")] \
             if "credential_fields" in fields else []
@@ -581,6 +586,7 @@ class _Builder:
             logins=logins,
             signups=signups,
             session_cookie=session_cookie or None,
+            session_when=MappingProxyType(session_when),
             headers=headers,
             prohibited=prohibited,
             audited=audited,
@@ -594,18 +600,25 @@ class _Builder:
     ) -> tuple[str | None, SessionTokens | None]:
         """`session:` the cookie and/or the token headers, and where a login hands them out."""
         s, what = self.svc, f"{what}: session"
-        session = s.mapping(node, what, (), ("cookie", "headers", "hosts", "issued")) or {}
+        session = s.mapping(node, what, (), ("cookie", "when", "headers", "schemes", "params",
+                                             "hosts", "issued")) or {}
+        if "when" in session and "cookie" not in session:
+            s.error(session["when"], f"{what}: when needs a cookie")
         cookie = s.string(session["cookie"], f"{what} cookie") if "cookie" in session else None
-        if not ({"cookie", "headers"} & set(session)):
-            s.error(node, f"{what} needs a cookie or headers")
-        if not ({"headers", "issued"} & set(session)):
+        if not ({"cookie", "headers", "params"} & set(session)):
+            s.error(node, f"{what} needs a cookie, headers or params")
+        if not ({"headers", "params", "issued"} & set(session)):
             return cookie, None
         headers = self._names(session.get("headers"), f"{what}: headers")
+        schemes = frozenset(i.value.casefold() for i in s.strings(
+            session["schemes"], f"{what}: schemes")) if "schemes" in session else frozenset()
+        params = tuple(i.value for i in s.strings(session["params"], f"{what}: params")) \
+            if "params" in session else ()
         hosts = self._hosts(session.get("hosts"), what, domains)
         issued: dict[str, Node] = {}
         if "issued" in session:
             issued = s.mapping(session["issued"], f"{what}: issued", (),
-                               ("headers", "fields", "pattern")) or {}
+                               ("headers", "fields", "cookies", "pattern")) or {}
         pattern = s.regex(issued["pattern"], f"{what}: issued pattern") \
             if "pattern" in issued else None
         if pattern is not None and pattern.groups != 1:
@@ -614,12 +627,17 @@ class _Builder:
         return cookie, SessionTokens(
             headers=tuple(h.lower() for h in headers),
             hosts=hosts,
+            schemes=schemes,
+            params=params,
             issued_headers=tuple(h.lower() for h in self._names(
                 issued.get("headers"), f"{what}: issued headers")),
             issued_fields=tuple(i.value for i in s.strings(issued["fields"],
                                                             f"{what}: issued fields"))
             if "fields" in issued else (),
             issued_pattern=pattern,
+            issued_cookies=tuple(i.value for i in s.strings(issued["cookies"],
+                                                             f"{what}: issued cookies"))
+            if "cookies" in issued else (),
         )
 
     def _names(self, node: Node | None, what: str) -> list[str]:
@@ -660,19 +678,61 @@ class _Builder:
     def _login_rule(self, node: Node, what: str, domains: frozenset[str]) -> LoginRule | None:
         s = self.svc
         fields = s.mapping(
-            node, what, required=("path", "fields"), optional=("method", "hosts", "when")
+            node, what, required=("path",),
+            optional=("fields", "protobuf", "method", "hosts", "when"),
         )
         if fields is None:
             return None
         path = s.regex(fields.get("path"), f"{what}: path")
-        names = tuple(i.value for i in s.strings(fields.get("fields"), f"{what}: fields"))
+        protobuf = None
+        if ("fields" in fields) == ("protobuf" in fields):
+            s.error(node, f"{what} needs either fields (a form or JSON) or protobuf")
+            return None
+        if "protobuf" in fields:
+            protobuf = self._protobuf(fields["protobuf"], f"{what}: protobuf")
+            names = tuple(path_name(p) for p in protobuf.identifiers) if protobuf else ()
+        else:
+            names = tuple(i.value for i in s.strings(fields.get("fields"), f"{what}: fields"))
         method = self._method(fields.get("method"), what) or "POST"
         hosts = self._hosts(fields.get("hosts"), what, domains)
         if path is None or not names:
             return None
         when = self._field_values(fields.get("when"), f"{what}: when")
         return LoginRule(path=path, fields=names, method=method, hosts=hosts,
-                         when=MappingProxyType(when))
+                         when=MappingProxyType(when), protobuf=protobuf)
+
+    def _protobuf(self, node: Node, what: str) -> ProtobufFields | None:
+        """`protobuf: {fields: [[2], [3]], passwords: [[5, '*', 1]]}`: paths of field numbers
+        (`*`: any number) to the account and to the password."""
+        s = self.svc
+        entry = s.mapping(node, what, required=("fields",), optional=("passwords",))
+        if entry is None or "fields" not in entry:
+            return None
+        identifiers = self._field_paths(entry["fields"], f"{what}: fields")
+        passwords = self._field_paths(entry["passwords"], f"{what}: passwords") \
+            if "passwords" in entry else ()
+        return ProtobufFields(identifiers, passwords) if identifiers else None
+
+    def _field_paths(self, node: Node, what: str) -> tuple[FieldPath, ...]:
+        """A list of paths, each a list of 1 to MAX_PATH field numbers or `*`."""
+        s, paths = self.svc, []
+        for item in s.seq(node, what):
+            if item.kind != "seq" or not 0 < len(item.value) <= MAX_PATH:
+                s.error(item, f"{what}: a path is a list of 1 to {MAX_PATH} field numbers, "
+                              "such as [5, 1]")
+                continue
+            path: list[int | None] = []
+            for number in item.value:
+                if number.kind == "str" and number.value == "*":
+                    path.append(None)
+                elif number.kind == "int" and 0 < number.value <= MAX_FIELD_NUMBER:
+                    path.append(number.value)
+                else:
+                    s.error(number, f"{what}: {number.value!r} is not a field number "
+                                    f"(1 to {MAX_FIELD_NUMBER}) or '*'")
+            if len(path) == len(item.value):
+                paths.append(tuple(path))
+        return tuple(paths)
 
     def _action_rules(
         self, node: Node | None, what: str, domains: frozenset[str]

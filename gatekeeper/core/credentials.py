@@ -13,8 +13,9 @@ import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
+from gatekeeper.core import protobuf
 from gatekeeper.core.logins import UNRECOGNIZED_SIGN_IN, Form, LoginCheck, LoginResult, Target
-from gatekeeper.core.model import Service
+from gatekeeper.core.model import FieldPath, Service
 
 # Field names that carry a password (docs/catalog.md says where each was seen). services.yaml
 # replaces this list with its top-level `credential_fields:` and adds per-service ones.
@@ -112,6 +113,28 @@ def form_like(content_type: str) -> bool:
 
 
 UNRECOGNIZED = LoginCheck(LoginResult.UNRECOGNIZED, detail=UNRECOGNIZED_SIGN_IN)
+
+
+def protobuf_passwords(service: Service, target: Target,
+                       content_type: str) -> tuple[FieldPath, ...]:
+    """Where a password sits in a protobuf (gRPC-Web) body sent where no login rule applies:
+    the `passwords` paths of the service's protobuf sign-ins, on their hosts only (another
+    gRPC method there carrying the sign-in message is a sign-in; the messages of other hosts,
+    such as Snapchat's chat, have other shapes). Empty when the guard does not read it."""
+    if not service.guarded or target.method not in BODY_METHODS \
+            or not protobuf.protobuf_media(content_type):
+        return ()
+    paths = [path for rule in service.logins if rule.protobuf is not None
+             and (rule.hosts is None or not rule.hosts.isdisjoint(target.hosts))
+             for path in rule.protobuf.passwords]
+    return tuple(dict.fromkeys(paths))
+
+
+def guard_message(message: Form) -> LoginCheck | None:
+    """The guard on a protobuf message read at its password paths: UNRECOGNIZED when one
+    holds a value (text or not)."""
+    found = any(value != "" for _, values in message.items() for value in values)
+    return UNRECOGNIZED if found else None
 
 
 def guard_headers(

@@ -70,13 +70,14 @@ def compose(policy: Policy, directory: DirectoryList) -> Composition:
             continue
         employees[person.id] = Employee(person.id, person.email, (), person.display_name)
         owners[person.email] = person.id
-    grants = {key: _with_default_account(g, employees) for key, g in policy.grants.items()}
+    user_ids = {normalize_user(e, realms): e for e in employees}
+    user_ids.update((key, e) for key, e in file_ids.items())  # the file wins
+    grants = {key: _with_default_account(g, employees)
+              for key, g in _resolve_grants(policy.grants, employees, user_ids, realms).items()}
     for grant in grants.values():
         if grant.employee in employees and grant.employee not in policy.employees:
             for account in grant.accounts:
                 owners.setdefault(account, grant.employee)
-    user_ids = {normalize_user(e, realms): e for e in employees}
-    user_ids.update((key, e) for key, e in file_ids.items())  # the file wins
     merged = dataclasses.replace(
         policy,
         employees=MappingProxyType(employees),
@@ -103,6 +104,29 @@ def _unusable(
     if owner is not None:
         return f"its e-mail belongs to employee {owner!r} in approvals.yaml"
     return ""
+
+
+def _resolve_grants(
+    grants: Mapping[tuple[str, str], Grant], employees: Mapping[str, Employee],
+    user_ids: Mapping[str, str], realms: frozenset[str],
+) -> dict[tuple[str, str], Grant]:
+    """Grants that spell an employee as a sign-in name (`CLINIC\\erin`, `erin@clinic.local`,
+    `Erin`) are the employee's, when the name's domain is one of the office's realms and no
+    other grant of that employee and service exists (then the spelling is ambiguous and the
+    grant stays a leaver's grant, granting nothing)."""
+    resolved = {key: g for key, g in grants.items() if g.employee in employees}
+    spelled: dict[tuple[str, str], list[Grant]] = {}
+    for (employee, service), grant in grants.items():
+        if employee not in employees:
+            owner = user_ids.get(normalize_user(employee, realms))
+            spelled.setdefault((owner or "", service), []).append(grant)
+    for (owner, service), found in spelled.items():
+        if owner and len(found) == 1 and (owner, service) not in resolved:
+            resolved[(owner, service)] = dataclasses.replace(found[0], employee=owner)
+            continue
+        for grant in found:  # unknown or ambiguous: a leaver's grant, granting nothing
+            resolved[(grant.employee, service)] = grant
+    return resolved
 
 
 def _with_default_account(grant: Grant, employees: Mapping[str, Employee]) -> Grant:

@@ -323,13 +323,20 @@ def check_login(
     employee: str | None,
     owners: Mapping[str, str],
     form: Form | None,
+    continuing: bool = False,
 ) -> LoginCheck:
     """Every identifier in the rule's fields must be one of `accounts` (normalized: the
     grant's accounts). `owners` maps normalized company accounts to their employee
-    (Policy.accounts); `form` is None when the body could not be read."""
+    (Policy.accounts); `form` is None when the body could not be read. A protobuf sign-in
+    is one method called for each step (Snapchat's WebLogin: the name, then the password,
+    then a code); a step that names no account goes on only when `continuing`: while a
+    checked company sign-in of this employee is in progress."""
     if form is None:
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_body")
     values = [value for name in rule.fields for value in form.values(name)]
+    if rule.protobuf is not None and all(value == "" for value in values):
+        return LoginCheck(LoginResult.COMPANY) if continuing \
+            else LoginCheck(LoginResult.UNVERIFIABLE, detail="no_identifier")
     modes = set(form.values("mix_mode"))
     if len(modes) > 1:  # `mix_mode=0&mix_mode=1`: which one the server reads is unknown
         return LoginCheck(LoginResult.UNVERIFIABLE, detail="unreadable_value")
@@ -481,27 +488,70 @@ def session_reason(owners: Iterable[str | None], employee: str | None) -> Reason
 
 TOKEN_SCHEMES = frozenset({"bearer", "oauth", "token"})
 CREDENTIAL_SCHEMES = frozenset({"basic", "digest"})
+OAUTH1_TOKEN = "oauth_token"  # RFC 5849: the token among OAuth 1.0a's header parameters
+# Stands for a token that cannot be read (two different copies, a malformed query): never
+# bound, so the request is refused as an unverified session.
+UNREADABLE_TOKEN = "\x00unreadable"
 
 
-def session_token(value: str) -> str | None:
+def session_token(value: str, schemes: frozenset[str] = frozenset()) -> str | None:
     """The token a header value carries, without a scheme word (`Bearer IGT:2:abc` and a
-    login response's bare `IGT:2:abc` are one token); None when empty."""
+    login response's bare `IGT:2:abc` are one token), or OAuth 1.0a's `oauth_token`
+    parameter (`OAuth oauth_consumer_key="..", oauth_token="1-abc", ..`); None when empty,
+    when it is none of `schemes` (if given), or an OAuth 1.0a header without a token."""
     words = value.strip().split(None, 1)
-    if words and words[0].casefold() in CREDENTIAL_SCHEMES:
+    scheme = words[0].casefold() if words else ""
+    if scheme in CREDENTIAL_SCHEMES:
         return None  # a user name and password: the credential guard's, not a session
-    if words and words[0].casefold() in TOKEN_SCHEMES:
-        return words[1].strip() if len(words) == 2 else None  # a lone `Bearer` carries none
+    if schemes and scheme not in schemes:
+        return None
+    if scheme in TOKEN_SCHEMES:
+        if len(words) < 2:
+            return None  # a lone `Bearer` carries none
+        rest = words[1].strip()
+        return _oauth1_token(rest) if "=" in rest.rstrip("=") and '"' in rest else rest
     return value.strip() or None
+
+
+def _oauth1_token(parameters: str) -> str | None:
+    """`oauth_token` of an OAuth 1.0a Authorization header (RFC 5849 3.5.1: comma-separated
+    `name="value"`, percent-encoded); None when it has none. Given twice, it is refused
+    rather than guessed: the bound one is returned only if every copy is the same."""
+    found = set()
+    for item in parameters.split(","):
+        name, _, quoted = item.strip().partition("=")
+        if name.strip() == OAUTH1_TOKEN:
+            found.add(urllib.parse.unquote(quoted.strip().strip('"')))
+    if len(found) > 1:
+        return UNREADABLE_TOKEN
+    return found.pop() if found else None
 
 
 def request_tokens(
     tokens: SessionTokens, target: Target, headers: Iterable[tuple[str, str]]
 ) -> list[str]:
-    """The session tokens a request carries in the service's token headers."""
-    if not tokens.headers or (tokens.hosts is not None and tokens.hosts.isdisjoint(target.hosts)):
+    """The session tokens a request carries in the service's token headers and in its
+    query string."""
+    if tokens.hosts is not None and tokens.hosts.isdisjoint(target.hosts):
         return []
-    found = (session_token(value) for name, value in headers if name.lower() in tokens.headers)
+    found = [session_token(value, tokens.schemes)
+             for name, value in headers if name.lower() in tokens.headers]
+    if tokens.params and target.query:  # parsed only where params are named
+        try:
+            query = Form(_urlencoded(target.query, "utf-8"))
+        except ValueError:
+            return [UNREADABLE_TOKEN]
+        found += [value for name in tokens.params for value in query.values(name)]
     return [token for token in found if token]
+
+
+def form_tokens(tokens: SessionTokens, target: Target, form: Form | None) -> list[str]:
+    """The session tokens in a request's urlencoded or JSON body (`access_token=` posted to
+    the Graph API)."""
+    if form is None or not tokens.params \
+            or (tokens.hosts is not None and tokens.hosts.isdisjoint(target.hosts)):
+        return []
+    return [value for name in tokens.params for value in form.values(name) if value]
 
 
 def issued_tokens(
@@ -518,3 +568,26 @@ def issued_tokens(
     if text is not None and tokens.issued_pattern is not None:
         found += [m.group(1) for m in tokens.issued_pattern.finditer(text.replace("\\", ""))]
     return list(dict.fromkeys(token for token in found if token))
+
+
+def issued_cookies(body: bytes, keys: Iterable[str], cookie: str) -> list[str]:
+    """The values of `cookie` in a login response's JSON lists of cookie objects under
+    `keys` at any depth (`"session_cookies": [{"name": "c_user", "value": "1"}, ...]`), which
+    the client puts in its cookie jar itself; none when the body is not JSON."""
+    try:
+        stack = [json.loads(body)]
+    except (ValueError, RecursionError):
+        return []
+    wanted, found = frozenset(keys), []
+    while stack:  # iterative: nesting depth cannot exhaust the Python stack here
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in wanted and isinstance(value, list):
+                    found += [item["value"] for item in value if isinstance(item, dict)
+                              and item.get("name") == cookie
+                              and isinstance(item.get("value"), str) and item["value"]]
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found

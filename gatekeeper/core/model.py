@@ -90,16 +90,29 @@ class Mode(enum.StrEnum):
     REPORT = "report"
 
 
+FieldPath = tuple[int | None, ...]  # protobuf field numbers from the outside in; None: any
+
+
+@dataclass(frozen=True, slots=True)
+class ProtobufFields:
+    """Where a protobuf sign-in (gRPC-Web) holds the account and the password, by path of
+    field numbers: protobuf carries no field names."""
+
+    identifiers: tuple[FieldPath, ...]
+    passwords: tuple[FieldPath, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class LoginRule:
     """A request that signs in; every identifier in `fields` must be a granted account."""
 
     path: re.Pattern[str]
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # with `protobuf`: the names of its identifier paths (`5.1`)
     method: str = "POST"
     hosts: frozenset[str] | None = None  # None: every host of the service
     # Only the request whose fields have these values is the sign-in step (multi-step flows).
     when: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    protobuf: ProtobufFields | None = None  # the body is protobuf: fields by number
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +135,17 @@ class SessionTokens:
     without its scheme word), and where a login response hands one out."""
 
     headers: tuple[str, ...] = ()  # request headers, checked like the session cookie
-    hosts: frozenset[str] | None = None  # hosts where `headers` are checked; None: all
+    hosts: frozenset[str] | None = None  # hosts where `headers`/`params` are checked; None: all
+    # Only these (case-folded) scheme words of a header carry a session (X: `oauth`, never
+    # the app-wide Bearer); empty: any.
+    schemes: frozenset[str] = frozenset()
+    params: tuple[str, ...] = ()  # query parameters and urlencoded form fields with a token
     issued_headers: tuple[str, ...] = ()  # response headers of a checked login
     issued_fields: tuple[str, ...] = ()  # JSON keys (any depth) of a checked login's response
     issued_pattern: re.Pattern[str] | None = None  # group 1: a token inside the response text
+    # JSON keys of a checked login's response that hold cookies for the client's jar, as
+    # [{name, value}] (Facebook's Graph `session_cookies`): the session cookie's value.
+    issued_cookies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +162,9 @@ class Service:
     # account of the employee), and recorded.
     signups: tuple[LoginRule, ...] = ()
     session_cookie: str | None = None
+    # The session cookie is checked only when the request's cookies have these values
+    # (Pinterest: `_auth=1`, a signed-in browser; signed-out visitors get the cookie too).
+    session_when: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     headers: tuple[tuple[str, str], ...] = ()  # already expanded ({company_domains} ...)
     prohibited: tuple[ActionRule, ...] = ()
     audited: tuple[ActionRule, ...] = ()

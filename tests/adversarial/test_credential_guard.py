@@ -11,6 +11,7 @@ import urllib.parse
 
 import pytest
 import requests
+from catalog_samples import grpc_web, protobuf_field
 from support import configs
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
@@ -21,11 +22,14 @@ PATH = "/voyager/api/authenticate-v2"  # an endpoint the catalog does not know
 LINKEDIN = {
     "name": "LinkedIn",
     "domains": ["linkedin.com", "licdn.com"],
-    "logins": [{"path": "^/checkpoint/lg/login-submit", "fields": ["session_key"]}],
+    "logins": [{"path": "^/checkpoint/lg/login-submit", "fields": ["session_key"]},
+               {"path": "^/janus.Login/Login$", "protobuf": {"fields": [[2]],
+                                                             "passwords": [[5, "*", 1]]}}],
     "session": {"cookie": "li_at"},
 }
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+GRPC_WEB = "application/grpc-web+proto"
 
 
 def _proxy(gk, tmp_path, mode: str = "enforce"):
@@ -102,6 +106,19 @@ def test_password_beside_a_file_in_a_multipart_body(proxy, fake_sites) -> None:
         f"--{boundary}--\r\n").encode()
     _refused(proxy, fake_sites.linkedin, body,
              {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+def test_protobuf_sign_in_message_sent_to_another_grpc_method(proxy, fake_sites) -> None:
+    """The password path of the service's protobuf sign-in, in a call the catalog does not
+    name (a renamed method): a sign-in, refused; a message without one is ordinary."""
+    body = grpc_web(protobuf_field(2, "me@gmail.com"),
+                    protobuf_field(5, protobuf_field(3, protobuf_field(1, "pw"))))
+    _refused(proxy, fake_sites.linkedin, body, {"Content-Type": GRPC_WEB},
+             path="/janus.Login/LoginV2")
+    ordinary = grpc_web(protobuf_field(1, "hello"), protobuf_field(5, b"\x08\x01"))
+    reply = _post(proxy, fake_sites.linkedin, ordinary, {"Content-Type": GRPC_WEB},
+                  "/janus.Chat/Send")
+    assert reply.status_code == 200
 
 
 def test_basic_authorization_to_the_service(proxy, fake_sites) -> None:
