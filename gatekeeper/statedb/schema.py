@@ -90,6 +90,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notifications_due ON notifications (next_attempt) WHERE sent_at IS NULL;
     """,
+    # 2: the approver's console. A notification's signed link opens its request once: the
+    # first use is recorded here, keyed by the SHA-256 of the link's token (never the token).
+    """
+    CREATE TABLE console_link_uses (
+        digest     TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        used_at    TEXT NOT NULL
+    );
+    """,
 )
 
 
