@@ -9,7 +9,7 @@ from gatekeeper.addons.directory import DirectoryEmployees
 from gatekeeper.addons.enforce import AllowedCounter, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.pac import PacListener
-from gatekeeper.addons.portal import Portal
+from gatekeeper.addons.portal import Portal, RequestStatus
 from gatekeeper.addons.proxy_login_guard import ProxyLoginGuard
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.addons.sign_in import ProxySignIn
@@ -37,6 +37,7 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
         Enforcer(runtime),
         terms,
         Accounts(runtime),
+        RequestStatus(runtime),  # the block page: where the employee's request stands
         AllowedCounter(runtime),  # after every check that may still refuse an allowed flow
         PacListener(runtime),
         runtime.recorder,  # last: its `done` writes what the others recorded

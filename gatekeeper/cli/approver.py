@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sqlite3
 import sys
@@ -25,6 +26,7 @@ from gatekeeper.approving import AlreadyDecidedError, grant_summary, local_time
 from gatekeeper.cli.common import CommandHandler, config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.console.password import set_password
 from gatekeeper.core.model import Employee
 from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
@@ -362,6 +364,39 @@ def run_review(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the console's password -------------------------------------------------------------------
+
+
+def add_approver_password(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "approver-password", "set the approver's password for the console",
+        "Set the password the approver (approvals.yaml `approver`) signs in to the console "
+        "with, for offices whose employees do not sign in to the proxy. Stored hashed "
+        "(sha256-crypt) in STATE_DIR/approver.htpasswd, mode 0600; the running proxy uses it "
+        "within seconds. With proxy sign-in, the approver's proxy password works as well.",
+        run_approver_password,
+    )
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+
+
+def run_approver_password(args: argparse.Namespace) -> int:
+    approver = load_policy(args.config_dir).approver
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"New console password for {approver}: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the two passwords differ; nothing was changed")
+    try:
+        path = set_password(args.state_dir, approver, password)
+    except ValueError as e:
+        raise CommandError(f"{e}; nothing was changed") from e
+    print(f"console password set for {approver} in {path}")
+    return 0
+
+
 APPROVER_COMMANDS = (
     add_requests, add_approve, add_deny, add_grant, add_revoke, add_acknowledgements, add_review,
+    add_approver_password,
 )
