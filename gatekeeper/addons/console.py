@@ -110,12 +110,15 @@ class Console:
         )
 
     def configure(self, updated: set[str]) -> None:
-        if "gatekeeper_console_host" in updated:
-            self.host = normalize_host(ctx.options.gatekeeper_console_host or "")
-        if "gatekeeper_console_idle_minutes" in updated:
-            self.sessions.idle = max(1, ctx.options.gatekeeper_console_idle_minutes) * 60
+        if updated & {"gatekeeper_console_host", "gatekeeper_console_idle_minutes"}:
+            self._read_options()
+
+    def _read_options(self) -> None:
+        self.host = normalize_host(ctx.options.gatekeeper_console_host or "")
+        self.sessions.idle = max(1, ctx.options.gatekeeper_console_idle_minutes) * 60
 
     def running(self) -> None:
+        self._read_options()  # options left at their defaults are never `updated`
         if self.links is None and self.runtime.state_worker is not None:
             self.links = LinkSigner(load_secret(Path(ctx.options.gatekeeper_state_dir)))
 
