@@ -260,3 +260,28 @@ def test_an_idle_session_ends() -> None:
     session = sessions.new(now=1000.0)
     assert sessions.get(session.id, now=1059.0) is session
     assert sessions.get(session.id, now=1200.0) is None
+
+
+def test_transparent_tls_naming_the_console_is_intercepted(office) -> None:
+    from types import SimpleNamespace
+
+    from support.flows import run_hooks
+
+    from gatekeeper.addons.unnamed import UnnamedConnections
+
+    runtime, console = office
+
+    def hello(sni: str) -> SimpleNamespace:
+        return SimpleNamespace(
+            context=SimpleNamespace(server=SimpleNamespace(address=("192.0.2.1", 443))),
+            client_hello=SimpleNamespace(sni=sni), ignore_connection=False)
+
+    async def handshake(tctx) -> tuple[bool, bool]:
+        unnamed = UnnamedConnections(runtime)
+        ours, other = hello("Gatekeeper.Office"), hello("bank.example")
+        for data in (ours, other):
+            unnamed.tls_clienthello(data)  # in chain order: Unnamed first, then the console
+            console.tls_clienthello(data)
+        return ours.ignore_connection, other.ignore_connection
+
+    assert run_hooks(console, call=handshake, gatekeeper_console_host=HOST) == (False, True)
