@@ -129,9 +129,9 @@ class Console:
     # --- hooks ------------------------------------------------------------------------------
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        """Transparent mode: the console's name resolves to the gateway, an address whose TLS
+        """Transparent mode: the console's name resolves to an address whose TLS
         `UnnamedConnections` relays by SNI; the console's own name is intercepted instead."""
-        if self.host and normalize_host(data.client_hello.sni or "") == self.host:
+        if self.host and self._named(data.client_hello.sni):
             data.ignore_connection = False
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -161,9 +161,15 @@ class Console:
             log.exception("internal_error", hook="Console.request")
 
     def _ours(self, flow: http.HTTPFlow) -> bool:
+        """Whether any name the flow carries is the console's: a few string operations, as
+        every intercepted request asks. An odd spelling of the name is simply not the console
+        (it goes the way of any non-governed name)."""
         request = flow.request
-        names = (request.host, flow.client_conn.sni, request.host_header)
-        return any(name and normalize_host(name) == self.host for name in names)
+        return (self._named(request.host) or self._named(flow.client_conn.sni)
+                or self._named((request.host_header or "").partition(":")[0]))
+
+    def _named(self, name: str | None) -> bool:
+        return bool(name) and name.lower().rstrip(".") == self.host
 
     # --- routing ----------------------------------------------------------------------------
 
