@@ -36,7 +36,6 @@ from gatekeeper.addons.forms import PortalError, check_post, posted_form
 from gatekeeper.addons.responses import CSP
 from gatekeeper.addons.runtime import Runtime, employee_of, leave_unread, log
 from gatekeeper.approvals_edit import ConcurrentEditError, EditError, EditResult
-from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.console import links, sessions
 from gatekeeper.console.links import LinkSigner, LinkState
@@ -45,6 +44,7 @@ from gatekeeper.console.sessions import COOKIE, Session, Sessions
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.login_throttle import DROP, LoginThrottle, ThrottleSettings
 from gatekeeper.core.model import Policy
+from gatekeeper.directory.store import office_policy
 from gatekeeper.htpasswd import HtpasswdVerifier
 from gatekeeper.pages import render
 from gatekeeper.review import format_review_text, review_report
@@ -220,6 +220,11 @@ class Console:
         own = await self._password_sign_ins()
         if own is not None:
             checks.append((own, policy.approver))
+        if not checks:
+            self._count_sign_in("unavailable")
+            raise ConsoleError(503, "no_password", "No console password yet",
+                               "The proxy has no password for the approver: run `gatekeeper "
+                               "approver-password` on the gateway, then sign in here.")
         for sign_ins, name in checks:
             result, _ = await sign_ins.sign_in(name, password)
             if result in (SignInResult.SUCCESS, SignInResult.CACHED):
@@ -515,9 +520,10 @@ class View:
         """The policy in force and whether the files on disk load now (off the loop)."""
         metrics = self.console.runtime.metrics
         loaded_at = metrics.config_loaded_at._value.get()
-        config_dir = Path(ctx.options.gatekeeper_config_dir)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(load_policy, config_dir), EDIT_SECONDS)
+        config_dir, state_dir = _dirs()
+        try:  # as the proxy composes it: with the office directory's last list, if any
+            await asyncio.wait_for(asyncio.to_thread(office_policy, config_dir, state_dir),
+                                   EDIT_SECONDS)
             problems: list[str] = []
         except ConfigError as e:
             problems = [str(p) for p in e.problems]

@@ -285,3 +285,33 @@ def test_transparent_tls_naming_the_console_is_intercepted(office) -> None:
         return ours.ignore_connection, other.ignore_connection
 
     assert run_hooks(console, call=handshake, gatekeeper_console_host=HOST) == (False, True)
+
+
+def test_every_page_of_the_signed_in_approver_and_the_policy_health(office, tmp_path) -> None:
+    runtime, console = office
+    runtime.metrics.config_load_ok.set(1)  # as the reloader leaves it after a good load
+    runtime.state.acknowledge("alice", "linkedin", "https://www.linkedin.com/legal",
+                              dt.datetime.now(dt.UTC))
+    approver = Browser(console, tmp_path)
+    approver.sign_in()
+    grants = approver.go("/grants")
+    assert outcome(grants) == (200, "grants")
+    assert 'data-grant="alice/linkedin"' in grants.get_text()
+    assert "alice@clinic.example" in approver.go("/employees").get_text()
+    assert "Active grants" in approver.go("/review").get_text()
+    assert "https://www.linkedin.com/legal" in approver.go("/acknowledgements").get_text()
+    assert 'id="config-ok"' in approver.go("/health").get_text()
+    approvals = tmp_path / "config" / "approvals.yaml"
+    approvals.write_text(approvals.read_text().replace("mode: enforce", "mode: enforced"))
+    health = approver.go("/health").get_text()
+    assert 'id="config-problems"' in health
+    assert re.search(r"approvals\.yaml:\d+: ", health)
+    assert outcome(approver.go("/nowhere")) == (404, "not_found")
+
+
+def test_without_any_password_the_sign_in_page_says_what_to_do(office, tmp_path) -> None:
+    _, console = office
+    (tmp_path / "state" / "approver.htpasswd").unlink()
+    refused = Browser(console, tmp_path).sign_in()
+    assert outcome(refused) == (503, "no_password")
+    assert "gatekeeper approver-password" in refused.get_text()
