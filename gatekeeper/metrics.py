@@ -97,6 +97,21 @@ class Metrics:
             ("channel", "result"),
             registry=r,
         )
+        self.console_sign_ins = Counter(
+            "gatekeeper_console_sign_ins",
+            "Sign-ins to the approver's console, by result: success, rejected (wrong user name "
+            "or password), refused (not the approver: 403), throttled (too many failures from "
+            "one device: 429), unavailable (the password check did not finish in time).",
+            ("result",),
+            registry=r,
+        )
+        self.console_changes = Counter(
+            "gatekeeper_console_changes",
+            "Changes the approver made in the console, by action: approved, denied, revoked, "
+            "extended (each also logged with who and when).",
+            ("action",),
+            registry=r,
+        )
         self.config_reloads = Counter(
             "gatekeeper_config_reloads",
             "Attempts to load the configuration, by result. On failure the last good policy "

@@ -39,8 +39,10 @@ POLL_SECONDS = 30.0  # a safety net: new requests wake the sender at once
 Sender = Callable[[Mapping[str, Any], dict[str, Any]], None]
 
 
-def messages(policy: Policy, request: AccessRequest) -> list[tuple[str, str]]:
-    """(channel, payload JSON) for each configured channel: what the approver needs to decide."""
+def messages(policy: Policy, request: AccessRequest,
+             console_url: str | None = None) -> list[tuple[str, str]]:
+    """(channel, payload JSON) for each configured channel: what the approver needs to decide.
+    `console_url` is the request's signed link into the approver's console, if it is on."""
     service = policy.services.get(request.service)
     payload = {
         "request_id": request.id,
@@ -53,17 +55,22 @@ def messages(policy: Policy, request: AccessRequest) -> list[tuple[str, str]]:
         "approve_command": f"gatekeeper approve {request.id}",
         "deny_command": f"gatekeeper deny {request.id}",
     }
+    if console_url:
+        payload["console_url"] = console_url
     payload["text"] = summary(payload)  # chat webhooks (Slack, Mattermost) show `text`
     text = json.dumps(payload, ensure_ascii=False)
     return [(channel, text) for channel in CHANNELS if channel in policy.notify]
 
 
 def summary(payload: Mapping[str, Any]) -> str:
+    link = payload.get("console_url")
     return (
         f"{payload['employee']} asks for access to {payload['service_name']}.\n\n"
         f"Justification: {payload['justification']}\n\n"
         f"Request id: {payload['request_id']} (submitted {payload['created']})\n\n"
-        f"To approve: {payload['approve_command']}\n"
+        + (f"Approve or deny in the console (the link works once, for 7 days):\n{link}\n\n"
+           if link else "")
+        + f"To approve: {payload['approve_command']}\n"
         f"To deny:    {payload['deny_command']} --reason \"...\"\n"
         f"Pending requests: gatekeeper requests\n"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import gatekeeper
 from gatekeeper import pacfile as pac
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.model import Policy
 from gatekeeper.metrics import AdminServer, Metrics
 from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
@@ -60,6 +62,8 @@ class Lifecycle:
             )
         if "gatekeeper_config_dir" in updated and ctx.options.gatekeeper_config_dir:
             self._start_reloader(Path(ctx.options.gatekeeper_config_dir))
+        if "gatekeeper_console_host" in updated and self.runtime.policy is not None:
+            _intercept_only(self.runtime.policy)
         if updated & {"allow_hosts", "ignore_hosts", "tcp_hosts", "connection_strategy",
                       "stream_large_bodies", "show_ignored_hosts"}:
             self._check_interception_options()
@@ -146,7 +150,7 @@ class Lifecycle:
 
     def _check_interception_options(self) -> None:
         policy = self.runtime.policy
-        if policy is not None and ctx.options.allow_hosts != [policy.domains.allow_hosts_pattern()]:
+        if policy is not None and ctx.options.allow_hosts != intercepted_hosts(policy):
             raise exceptions.OptionsError(
                 "allow_hosts is managed by gatekeeper (it intercepts exactly the catalog's "
                 "domains); do not set it"
@@ -176,11 +180,21 @@ class Lifecycle:
             )
 
 
+def intercepted_hosts(policy: Policy) -> list[str]:
+    """`allow_hosts`: the catalog's domains and the approver's console, if it is on."""
+    patterns = [policy.domains.allow_hosts_pattern()]
+    console = getattr(ctx.options, "gatekeeper_console_host", "")
+    if console:
+        patterns.append(rf"\A{re.escape(normalize_host(console))}\.?(?::\d+)?\Z")
+    return patterns
+
+
 def _intercept_only(policy: Policy) -> None:
-    """Intercept the catalog's domains; mitmproxy relays everything else undecrypted."""
-    pattern = policy.domains.allow_hosts_pattern()
-    if ctx.options.allow_hosts != [pattern]:
-        ctx.options.update(allow_hosts=[pattern], connection_strategy="lazy")
+    """Intercept the catalog's domains (and the console); mitmproxy relays everything else
+    undecrypted."""
+    patterns = intercepted_hosts(policy)
+    if ctx.options.allow_hosts != patterns:
+        ctx.options.update(allow_hosts=patterns, connection_strategy="lazy")
     elif ctx.options.connection_strategy != "lazy":
         ctx.options.update(connection_strategy="lazy")
 

@@ -20,12 +20,14 @@ path on a non-governed host is not ours and passes untouched.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from mitmproxy import ctx, http
 
 from gatekeeper.addons import responses
-from gatekeeper.addons.context import context_of, open_context, require_context
+from gatekeeper.addons.context import context_of, decided, open_context, require_context
 from gatekeeper.addons.decisions import fail_closed
 from gatekeeper.addons.forms import (
     PORTAL_PREFIX,
@@ -39,10 +41,11 @@ from gatekeeper.addons.forms import (
     safe_return_to,
 )
 from gatekeeper.addons.runtime import Runtime, leave_unread, log
+from gatekeeper.console.links import LinkSigner
 from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
 from gatekeeper.notify import Notifier, messages
-from gatekeeper.statedb import AccessRequest, StateDB, confirm_written
+from gatekeeper.statedb import AccessRequest, StateDB, confirm_written, load_secret
 from gatekeeper.statedb.worker import StateOperationError
 
 DEFAULT_REQUESTS_PER_HOUR = 5
@@ -56,6 +59,7 @@ class Portal:
         endpoints = {REQUEST_ACCESS_PATH: self.request_access, **(routes or {})}
         self.routes: dict[str, Handler] = {path_key(p): h for p, h in endpoints.items()}
         self.notifier: Notifier | None = None
+        self.links: LinkSigner | None = None  # the notifications' links into the console
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -69,6 +73,7 @@ class Portal:
         state = self.runtime.state  # opened by Lifecycle.running, which runs first
         if state is None or self.notifier is not None:
             return
+        self.links = LinkSigner(load_secret(Path(ctx.options.gatekeeper_state_dir)))
         self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
         self.notifier.start()
 
@@ -144,7 +149,7 @@ class Portal:
                 return None
             request, created = db.submit_request(
                 employee, service, justification, now,
-                notifications=lambda r: messages(policy, r),
+                notifications=lambda r: messages(policy, r, self.console_url(r.id)),
             )
             confirm_written(db, "the access request",
                             lambda reader: request.id in {r.id for r in reader.pending_requests()})
@@ -180,3 +185,38 @@ class Portal:
                  request_id=request.id, created=created)
         flow.response = responses.request_sent(policy, service, request, created=created,
                                                return_to=return_to)
+
+    def console_url(self, request_id: str) -> str | None:
+        """The signed link to the request's page in the approver's console, if it is on."""
+        host = getattr(ctx.options, "gatekeeper_console_host", "")
+        if not host or self.links is None:
+            return None
+        return self.links.url(host, request_id, time.time())
+
+
+class RequestStatus:
+    """The block page says where the employee's latest request for the service stands
+    (pending since when, denied with the approver's reason, approved but expired), read from
+    the state worker while only that flow waits; without an answer the page stays as it was."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        context = decided(flow)
+        response = flow.response
+        if context is None or response is None or response.status_code != 403:
+            return
+        decision = context.decision
+        employee, service = decision.employee, decision.service
+        if (employee is None or service is None or decision.reason not in responses.REQUESTABLE
+                or not context.enforced or not responses.wants_html(flow)):
+            return
+        try:
+            latest = await self.runtime.state_call(
+                "latest_request", lambda db: db.latest_request(employee, service))
+        except StateOperationError:
+            return  # the page as it was: the request form
+        if latest is not None:
+            flow.response = responses.block_response(flow, decision, context.policy,
+                                                     self.runtime.csrf, latest)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -26,7 +27,7 @@ from gatekeeper.addons.forms import (
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Reason
 from gatekeeper.csrf import CsrfTokens
 from gatekeeper.pages import render
-from gatekeeper.statedb import AccessRequest
+from gatekeeper.statedb import APPROVED, DENIED, PENDING, AccessRequest
 
 REASON_HEADER = "X-Gatekeeper-Reason"
 OUTCOME_HEADER = "X-Gatekeeper-Portal"
@@ -55,8 +56,11 @@ def refused(flow: http.HTTPFlow, context: FlowContext, csrf: CsrfTokens | None) 
 
 
 def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | None,
-                   csrf: CsrfTokens | None) -> http.Response:
-    """The 403 for a blocked request: an HTML page for a browser, JSON for anything else."""
+                   csrf: CsrfTokens | None,
+                   latest: AccessRequest | None = None) -> http.Response:
+    """The 403 for a blocked request: an HTML page for a browser, JSON for anything else.
+    `latest` is the employee's latest request for the service: the page says where it stands
+    (pending: no new form)."""
     service = policy.services.get(decision.service) if policy and decision.service else None
     service_name = service.name if service else (decision.service or "This service")
     headers = {
@@ -72,7 +76,9 @@ def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | Non
             action=decision.action,
             approver=policy.approver if policy else "your IT administrator",
             employee=decision.employee,
-            request_form=request_form(flow, decision, csrf),
+            request_form=None if latest is not None and latest.status == PENDING
+            else request_form(flow, decision, csrf),
+            latest=_request_state(latest),
         )
         headers["Content-Type"] = "text/html; charset=utf-8"
     else:
@@ -86,6 +92,26 @@ def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | Non
         body = json.dumps(payload).encode()
         headers["Content-Type"] = "application/json"
     return http.Response.make(403, body, headers)
+
+
+def _request_state(latest: AccessRequest | None) -> dict[str, str] | None:
+    """What the block page says about the employee's latest request (dates in the gateway's
+    time zone)."""
+    if latest is None or latest.status not in (PENDING, APPROVED, DENIED):
+        return None
+
+    def day(moment: dt.datetime | None) -> str:
+        return moment.astimezone().strftime("%Y-%m-%d") if moment else "?"
+
+    return {
+        "id": latest.id,
+        "status": latest.status,
+        "created": day(latest.created),
+        "since": latest.created.astimezone().strftime("%Y-%m-%d %H:%M"),
+        "decided": day(latest.decided_on),
+        "by": latest.decided_by or "",
+        "reason": latest.decision_reason or "",
+    }
 
 
 def request_form(flow: http.HTTPFlow, decision: Decision,

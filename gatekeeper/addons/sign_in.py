@@ -81,17 +81,18 @@ class ProxySignIn:
             self.htpasswd.verifier.stop()
             self.htpasswd = None
 
-    def _sign_ins(self) -> SignIns | None:
+    def sign_ins(self) -> SignIns | None:
+        """The proxy's password check in force (the console's sign-in uses it too)."""
         directory = self.runtime.directory
         return directory.sign_ins if directory is not None else self.htpasswd
 
     async def http_connect(self, flow: http.HTTPFlow) -> None:
-        sign_ins = self._sign_ins()
+        sign_ins = self.sign_ins()
         if sign_ins is not None and await self._sign_in(sign_ins, flow):
             self.authenticated[flow.client_conn] = flow.metadata["proxyauth"]
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        sign_ins = self._sign_ins()
+        sign_ins = self.sign_ins()
         if sign_ins is None or not is_http_proxy(flow):
             return  # transparent listeners know people by their device's address
         if flow.client_conn in self.authenticated:

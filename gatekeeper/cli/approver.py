@@ -2,40 +2,35 @@
 review`): list, approve and deny access requests, grant and revoke without a
 request, list Terms-of-Use acknowledgements and print the access review.
 
-Who is approved lives in approvals.yaml only (edited by `gatekeeper.approvals_edit`); the state
-database holds the requests and what the proxy recorded. `approve` writes the file first and
-marks the request afterwards, so a failure in between leaves a grant in force and the request
-pending (said loudly; running the command again finishes it), never a request marked approved
-without a grant.
+The changes themselves are `gatekeeper.approving`'s, shared with the approver's console: this
+module parses the options and prints. `approve` writes approvals.yaml first and marks the
+request afterwards, so a failure in between leaves a grant in force and the request pending
+(said loudly; running the command again finishes it), never a request marked approved without a
+grant.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gatekeeper import approvals_edit
+from gatekeeper import approving
 from gatekeeper.approvals_edit import EditError, EditResult
+from gatekeeper.approving import AlreadyDecidedError, grant_summary, local_time
 from gatekeeper.cli.common import CommandHandler, config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
+from gatekeeper.console.password import set_password
 from gatekeeper.core.model import Employee
 from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
-from gatekeeper.statedb import (
-    APPROVED,
-    DB_FILE,
-    DENIED,
-    PENDING,
-    AccessRequest,
-    StateDB,
-    StateError,
-)
+from gatekeeper.statedb import DB_FILE, PENDING, AccessRequest, StateDB, StateError
 
 RELOAD_NOTE = "the running proxy picks this up within a second"
 REVIEW_DAYS = 30
@@ -63,7 +58,8 @@ def _reporting(run: CommandHandler) -> CommandHandler:
     def handle(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except (ConfigError, EditError, StateError, sqlite3.Error, CommandError) as e:
+        except (ConfigError, EditError, StateError, sqlite3.Error, CommandError,
+                AlreadyDecidedError) as e:
             _report(args, e)
             return 1
 
@@ -111,10 +107,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _local(moment: dt.datetime | None) -> str:
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment else ""
-
-
 def _table(rows: Sequence[Sequence[str]]) -> str:
     """Columns aligned on their widest cell; the last column is not padded."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -145,29 +137,15 @@ def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-def _grant_summary(result: EditResult) -> str:
-    grant = result.grant
-    assert grant is not None  # grant() always leaves one
-    until = f"until {grant.expires}" if grant.expires else "with no expiry"
-    accounts = " or ".join(sorted(grant.accounts))
-    return f"{grant.employee} may use {grant.service} {until}, signing in as {accounts}"
-
-
 def _mark_approved(args: argparse.Namespace, db: StateDB, request: AccessRequest,
                    result: EditResult) -> bool:
     """Mark the request approved after its grant was written; False (said on stderr) when
     the database refuses: the grant is in force all the same."""
-    assert result.grant is not None
     try:
-        db.decide_request(request.id, APPROVED, result.grant.approved_by, None, _now())
+        approving.mark_approved(db, request, result, _now())
     except (StateError, sqlite3.Error) as e:
-        print(
-            f"gatekeeper {args.command}: the grant is written to {result.path} and in force "
-            f"({_grant_summary(result)}), but request {request.id} could not be marked "
-            f"approved: {e}\nRun `gatekeeper approve {request.id}` to mark it, or "
-            f"`gatekeeper revoke {request.employee} {request.service}` to withdraw the grant.",
-            file=sys.stderr,
-        )
+        print(f"gatekeeper {args.command}: {approving.not_marked(request, result, e)}",
+              file=sys.stderr)
         return False
     return True
 
@@ -204,7 +182,7 @@ def run_requests(args: argparse.Namespace) -> int:
     rows += [
         (
             r.id, r.employee, *((names[r.employee],) if named else ()), r.service,
-            _local(r.created), r.status,
+            local_time(r.created), r.status,
             f"gatekeeper approve {r.id}" if r.status == PENDING else "",
             r.justification,
         )
@@ -240,17 +218,11 @@ def add_approve(sub: argparse._SubParsersAction) -> None:
 
 def run_approve(args: argparse.Namespace) -> int:
     with _open_state(args) as db:
-        request = db.get_request(args.request_id)
-        if request.status != PENDING:
-            when = _local(request.decided_on) or "?"
-            raise CommandError(
-                f"access request {request.id} was already {request.status} by "
-                f"{request.decided_by or '?'} on {when}; nothing was changed"
-            )
+        request = approving.pending_request(db, args.request_id)
         try:
-            result = approvals_edit.grant(
-                args.config_dir, request.employee, request.service,
-                expires=args.expires, accounts=args.accounts, state_dir=args.state_dir,
+            result = approving.grant(
+                args.config_dir, args.state_dir, request.employee, request.service,
+                expires=args.expires, accounts=args.accounts,
             )
         except (ConfigError, EditError) as e:
             _report(args, e)
@@ -258,7 +230,7 @@ def run_approve(args: argparse.Namespace) -> int:
             return 1
         if not _mark_approved(args, db, request, result):
             return 1
-    print(f"approved: {_grant_summary(result)} (request {request.id}); {RELOAD_NOTE}")
+    print(f"approved: {grant_summary(result)} (request {request.id}); {RELOAD_NOTE}")
     return 0
 
 
@@ -276,7 +248,7 @@ def add_deny(sub: argparse._SubParsersAction) -> None:
 def run_deny(args: argparse.Namespace) -> int:
     approver = load_policy(args.config_dir).approver
     with _open_state(args) as db:
-        request = db.decide_request(args.request_id, DENIED, approver, args.reason, _now())
+        request = approving.deny(db, args.request_id, approver, args.reason, _now())
     reason = f": {request.decision_reason}" if request.decision_reason else ""
     print(f"denied: request {request.id} of {request.employee} for {request.service}{reason}")
     return 0
@@ -300,20 +272,16 @@ def add_grant(sub: argparse._SubParsersAction) -> None:
 
 
 def run_grant(args: argparse.Namespace) -> int:
-    result = approvals_edit.grant(
-        args.config_dir, args.employee, args.service,
-        expires=args.expires, accounts=args.accounts, state_dir=args.state_dir,
+    result = approving.grant(
+        args.config_dir, args.state_dir, args.employee, args.service,
+        expires=args.expires, accounts=args.accounts,
     )
     verb = "granted" if result.action == "added" else "grant renewed"
-    print(f"{verb}: {_grant_summary(result)}; {RELOAD_NOTE}")
+    print(f"{verb}: {grant_summary(result)}; {RELOAD_NOTE}")
     if not (args.state_dir / DB_FILE).exists():
         return 0  # no database, so no request to mark
     with _open_state(args) as db:
-        pending = [
-            r for r in db.pending_requests()
-            if (r.employee, r.service) == (args.employee, args.service)
-        ]
-        for request in pending:
+        for request in approving.pending_for(db, args.employee, args.service):
             if not _mark_approved(args, db, request, result):
                 return 1
             print(f"pending request {request.id} of {request.employee} for {request.service} "
@@ -334,7 +302,7 @@ def add_revoke(sub: argparse._SubParsersAction) -> None:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    result = approvals_edit.revoke(args.config_dir, args.employee, args.service)
+    result = approving.revoke(args.config_dir, args.employee, args.service)
     print(f"revoked: {result.employee} may no longer use {result.service} "
           f"(grant removed from {result.path}); {RELOAD_NOTE}")
     return 0
@@ -363,7 +331,7 @@ def run_acknowledgements(args: argparse.Namespace) -> int:
         print("no Terms-of-Use acknowledgements")
         return 0
     rows = [("ACKNOWLEDGED", "EMPLOYEE", "SERVICE", "TERMS")]
-    rows += [(_local(a.acknowledged_at), a.employee, a.service, a.terms_url) for a in found]
+    rows += [(local_time(a.acknowledged_at), a.employee, a.service, a.terms_url) for a in found]
     print(_table(rows))
     return 0
 
@@ -396,6 +364,39 @@ def run_review(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the console's password -------------------------------------------------------------------
+
+
+def add_approver_password(sub: argparse._SubParsersAction) -> None:
+    p = _parser(
+        sub, "approver-password", "set the approver's password for the console",
+        "Set the password the approver (approvals.yaml `approver`) signs in to the console "
+        "with, for offices whose employees do not sign in to the proxy. Stored hashed "
+        "(sha256-crypt) in STATE_DIR/approver.htpasswd, mode 0600; the running proxy uses it "
+        "within seconds. With proxy sign-in, the approver's proxy password works as well.",
+        run_approver_password,
+    )
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+
+
+def run_approver_password(args: argparse.Namespace) -> int:
+    approver = load_policy(args.config_dir).approver
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"New console password for {approver}: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the two passwords differ; nothing was changed")
+    try:
+        path = set_password(args.state_dir, approver, password)
+    except ValueError as e:
+        raise CommandError(f"{e}; nothing was changed") from e
+    print(f"console password set for {approver} in {path}")
+    return 0
+
+
 APPROVER_COMMANDS = (
     add_requests, add_approve, add_deny, add_grant, add_revoke, add_acknowledgements, add_review,
+    add_approver_password,
 )

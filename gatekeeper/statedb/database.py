@@ -318,6 +318,16 @@ class StateDB:
             )
             return _request(_request_row(conn, request_id))
 
+    def latest_request(self, employee: str, service: str) -> AccessRequest | None:
+        """The employee's most recent request for the service (what the block page says)."""
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {_REQUEST_COLUMNS} FROM access_requests WHERE employee = ?"
+                " AND service = ? ORDER BY created DESC, id DESC LIMIT 1",
+                (employee, service),
+            ).fetchone()
+        return _request(row) if row is not None else None
+
     def count_recent_requests(self, employee: str, since: dt.datetime) -> int:
         """Requests of `employee` submitted or updated since `since`: the rate limit's count."""
         with self._connection() as conn:
@@ -339,6 +349,29 @@ class StateDB:
                 "SELECT min(created) FROM access_requests WHERE status = 'pending'"
             ).fetchone()[0]
         return _parse(value)
+
+    # --- the console's signed links ---------------------------------------------------------
+
+    def use_link(self, digest: str, request_id: str, now: dt.datetime) -> dt.datetime | None:
+        """Record the first use of a link; returns when it was first used if it already was
+        (then nothing is recorded)."""
+        with self._write() as conn:
+            inserted = conn.execute(
+                "INSERT INTO console_link_uses VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (digest, request_id, _ts(now)),
+            ).rowcount
+            if inserted:
+                return None
+            row = conn.execute("SELECT used_at FROM console_link_uses WHERE digest = ?",
+                               (digest,)).fetchone()
+        return _parse(row[0])
+
+    def link_used(self, digest: str) -> dt.datetime | None:
+        """When the link was first used; None while it is unused."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT used_at FROM console_link_uses WHERE digest = ?",
+                               (digest,)).fetchone()
+        return _parse(row[0]) if row else None
 
     # --- Terms of Use -----------------------------------------------------------------------
 

@@ -99,6 +99,15 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE audited_actions ADD COLUMN outcome TEXT NOT NULL DEFAULT 'recorded';
     CREATE INDEX audited_actions_by_who ON audited_actions (employee, service, at);
     """,
+    # 3: the approver's console. A notification's signed link opens its request once: the
+    # first use is recorded here, keyed by the SHA-256 of the link's token (never the token).
+    """
+    CREATE TABLE console_link_uses (
+        digest     TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        used_at    TEXT NOT NULL
+    );
+    """,
 )
 
 

@@ -68,3 +68,61 @@ def test_an_unknown_employee_cannot_request(runtime) -> None:
     cycle(Portal(runtime), flow=post, gatekeeper_requests_per_hour=5)
     assert (post.response.status_code, post.response.headers["X-Gatekeeper-Portal"]) == (
         403, "unknown_employee")
+
+
+def test_the_block_page_says_where_the_employees_request_stands(runtime) -> None:
+    import datetime as dt
+
+    from support import configs
+
+    from gatekeeper.addons.portal import RequestStatus
+
+    def block_page(user: str, host: str) -> str:
+        flow = make_flow(host, "/feed", user=user, accept=HTML)
+        cycle(Enforcer(runtime), RequestStatus(runtime), flow=flow)
+        assert flow.response.status_code == 403
+        return flow.response.get_text()
+
+    now = dt.datetime.now(dt.UTC)
+    assert 'id="request-state"' not in block_page("bob", "www.facebook.com")  # never asked
+    request, _ = runtime.state.submit_request("bob", "facebook", "patients ask", now)
+    pending = block_page("bob", "www.facebook.com")
+    assert 'data-status="pending"' in pending
+    assert 'id="request-access"' not in pending  # no second form while it waits
+    runtime.state.decide_request(request.id, "denied", configs.APPROVER, "Not for reception",
+                                 now)
+    denied = block_page("bob", "www.facebook.com")
+    assert 'data-status="denied"' in denied
+    assert '<span id="denial-reason">Not for reception</span>' in denied
+    assert now.astimezone().strftime("%Y-%m-%d") in denied
+    assert 'id="request-access"' in denied  # a way to ask again
+    # carol's LinkedIn grant has expired: her approved request says so.
+    approved, _ = runtime.state.submit_request("carol", "linkedin", "recruiting", now)
+    runtime.state.decide_request(approved.id, "approved", configs.APPROVER, None, now)
+    expired = block_page("carol", "www.linkedin.com")
+    assert 'id="approval-expired"' in expired and 'id="request-access"' in expired
+
+
+def test_a_notification_carries_the_signed_console_link(runtime) -> None:
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from support.flows import run_hooks
+
+    from gatekeeper.addons.console import Console
+    from gatekeeper.console.links import LinkSigner, LinkState
+    from gatekeeper.statedb import load_secret
+
+    portal = Portal(runtime)
+    portal.links = LinkSigner(load_secret(runtime.state.state_dir))
+
+    async def link(tctx) -> str | None:
+        return portal.console_url("abcd2345")
+
+    url = run_hooks(Console(runtime), call=link)
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == (
+        "https", "gatekeeper.office", "/requests/abcd2345")
+    token = parse_qs(parts.query)["t"][0]
+    assert portal.links.check("abcd2345", token, time.time()) is LinkState.VALID
+    assert run_hooks(Console(runtime), call=link, gatekeeper_console_host="") is None
