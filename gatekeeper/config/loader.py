@@ -8,6 +8,7 @@ accounts) is computed here, once per load.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import hashlib
 import ipaddress
@@ -50,6 +51,9 @@ HEADER_NAME = re.compile(r"\A[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 METHOD = re.compile(r"\A[A-Z]+\Z")
 BUILTIN_PLACEHOLDERS = ("company_domains",)
+# A grant approved after tomorrow (the gateway's local date) is refused: a mistyped year would
+# otherwise pass unnoticed. The day of slack covers an approver in a time zone ahead of it.
+APPROVAL_SLACK = dt.timedelta(days=1)
 
 
 def config_files(config_dir: Path) -> tuple[Path, Path]:
@@ -376,6 +380,10 @@ class _Builder:
                 if "approved_on" in fields
                 else None
             )
+            if approved_on and approved_on > dt.date.today() + APPROVAL_SLACK:
+                a.error(fields["approved_on"],
+                        f"grant: approved_on {approved_on} is in the future "
+                        f"(today is {dt.date.today()})")
             expires = a.date(fields["expires"], "grant: expires") if "expires" in fields else None
             if approved_on and expires and expires <= approved_on:
                 a.error(fields["expires"], "grant: expires must be after approved_on")
