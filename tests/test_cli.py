@@ -57,7 +57,7 @@ def test_serve_imports_no_other_command() -> None:
 
 @pytest.mark.parametrize("command", [
     "serve", "check", "explain", "requests", "approve", "deny", "grant", "revoke",
-    "acknowledgements", "review", "firewall", "pac", "ca",
+    "acknowledgements", "review", "employee", "firewall", "pac", "ca",
 ])
 def test_every_documented_command_has_help(capsys: pytest.CaptureFixture[str],
                                            command: str) -> None:
