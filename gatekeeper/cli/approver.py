@@ -19,12 +19,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gatekeeper import approvals_edit
+from gatekeeper import approvals_edit, notify
 from gatekeeper.approvals_edit import EditError, EditResult
 from gatekeeper.cli.common import CommandHandler, config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
-from gatekeeper.core.model import Employee
+from gatekeeper.core.model import Employee, Policy
 from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
 from gatekeeper.statedb import (
@@ -380,6 +380,10 @@ def add_review(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
                    help=f"first day (UTC) of the events shown (default: {REVIEW_DAYS} days ago)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--notify", action="store_true",
+                   help="instead of printing it, queue the review as an e-mail to IT "
+                   "(approvals.yaml notify: it:); the running proxy sends it (the monthly "
+                   "timer gatekeeper-review.timer runs this)")
 
 
 def run_review(args: argparse.Namespace) -> int:
@@ -388,11 +392,25 @@ def run_review(args: argparse.Namespace) -> int:
     since = args.since or today - dt.timedelta(days=REVIEW_DAYS)
     with _open_state(args) as db:
         data = db.review(dt.datetime.combine(since, dt.time(), dt.UTC))
-    report = review_report(policy, data, today)
+        report = review_report(policy, data, today)
+        if args.notify:
+            return queue_review(db, policy, format_review_text(report))
     if args.json:
         _print_json(report)
     else:
         sys.stdout.write(format_review_text(report))
+    return 0
+
+
+def queue_review(db: StateDB, policy: Policy, text: str) -> int:
+    """`review --notify`: the review e-mail to IT in the outbox, for the proxy to send."""
+    messages = notify.review_messages(policy, text)
+    if not messages:
+        raise CommandError("approvals.yaml names no IT addresses (notify: it:): "
+                           "nobody to send the review to")
+    db.queue_notifications(messages, _now())
+    print(f"access review queued for {', '.join(policy.notify['it'])}; the running proxy "
+          f"sends it within {notify.POLL_SECONDS:g} seconds")
     return 0
 
 

@@ -243,12 +243,22 @@ class _Builder:
 
     def _notify(self, node: Node) -> dict[str, Any]:
         """`notify:` how the approver hears of new requests (read by gatekeeper.notify)."""
-        items = self.app.mapping(node, "notify", required=(), optional=("smtp", "webhook")) or {}
+        a = self.app
+        items = a.mapping(node, "notify", required=(),
+                          optional=("smtp", "webhook", "it", "employee")) or {}
         result: dict[str, Any] = {}
         if "smtp" in items:
             result["smtp"] = self._notify_smtp(items["smtp"])
         if "webhook" in items:
             result["webhook"] = self._notify_webhook(items["webhook"])
+        if "it" in items:  # IT's addresses: a failed reload, a start on the saved copy, review
+            result["it"] = tuple(a.string(item, "notify: it", EMAIL)
+                                 for item in a.strings(items["it"], "notify: it"))
+        if "employee" in items:  # tell the employee of the decision on their request
+            result["employee"] = a.boolean(items["employee"], "notify: employee")
+        for key in ("it", "employee"):
+            if result.get(key) and "smtp" not in items:
+                a.error(items[key], f"notify: {key} sends e-mail: it needs notify: smtp")
         return result
 
     def _notify_smtp(self, node: Node) -> dict[str, Any]:

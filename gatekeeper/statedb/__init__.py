@@ -25,6 +25,7 @@ from gatekeeper.statedb.records import (
     APPROVED,
     DECISIONS,
     DENIED,
+    EMPLOYEE_CHANNEL,
     ID_ALPHABET,
     ID_LENGTH,
     MAX_JUSTIFICATION,
@@ -53,7 +54,8 @@ from gatekeeper.statedb.sessions import (
 )
 
 __all__ = [
-    "APPROVED", "BUSY_TIMEOUT_MS", "DB_FILE", "DECISIONS", "DENIED", "ID_ALPHABET", "ID_LENGTH",
+    "APPROVED", "BUSY_TIMEOUT_MS", "DB_FILE", "DECISIONS", "DENIED", "EMPLOYEE_CHANNEL",
+    "ID_ALPHABET", "ID_LENGTH",
     "KEEP_BINDINGS", "MAX_JUSTIFICATION", "MIGRATIONS", "PENDING", "SECRET_FILE", "WITHDRAWN",
     "AccessRequest", "Acknowledgement", "AuditedAction", "Binding", "BlockedAttempt",
     "BlockedSummary", "Event", "GrantUse", "Notification", "RequestDecidedError", "ReviewData",
