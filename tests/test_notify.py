@@ -5,8 +5,6 @@ real HTTP receiver on loopback, retries after failures, and the whole path throu
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import json
 import re
 import threading
@@ -18,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from support import configs
 from support.proxy import free_port
+from support.smtp import Inbox
 from support.waiting import wait_until
 
 from gatekeeper.config.loader import load_policy
@@ -28,20 +27,6 @@ from gatekeeper.notify import Notifier, messages
 from gatekeeper.statedb import StateDB
 
 NOW = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
-        content = envelope.content
-        self.messages.append(email.message_from_bytes(content, policy=email.policy.default))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
 
 
 class Receiver:
