@@ -126,6 +126,17 @@ def test_restart_on_a_broken_file_enforces_the_last_good_policy_loudly(
     wait_until(lambda: proxy.readyz() == (200, "ready\n"), "ready on the fixed files")
     reply = proxy.session("bob", "pw").get(linkedin.url("/"), timeout=TIMEOUT)
     assert reply.status_code == 200  # report mode: the fixed file's policy is in force
+    fixed = good.replace("mode: enforce", "mode: report")
+    wait_until(lambda: saved.read_text() == fixed, "the fixed files saved")
+
+    # A later broken edit: the running policy stays, IT is told at once, /readyz stays 200.
+    (config / "approvals.yaml").write_text(broken)
+    wait_until(lambda: len(mails.messages) == 2, "the e-mail about the failed reload",
+               timeout=TIMEOUT)
+    assert mails.messages[1]["Subject"] == "gatekeeper: the configuration does not load"
+    assert problem in mails.messages[1].get_content()
+    assert proxy.readyz() == (200, "ready\n")
+    assert "report" in saved.read_text(), "a broken file is never saved"
 
 
 @pytest.mark.e2e

@@ -20,6 +20,7 @@ from gatekeeper.metrics import AdminServer, Metrics
 from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
 from gatekeeper.reload import PolicyReloader
 from gatekeeper.statedb import StateError
+from gatekeeper.statedb.worker import StateOperationError
 
 
 class Lifecycle:
@@ -131,15 +132,21 @@ class Lifecycle:
         return self.reloader.problems if self.reloader is not None else []
 
     def _tell_it(self, build: notify.ItMessages, problems: list[str]) -> None:
-        """Queue a message to IT (notify: it:) about the configuration, from any thread."""
+        """Queue a message to IT (notify: it:) about the configuration and wake the notifier:
+        from the reloader's thread, or at start-up while the proxy serves nobody yet."""
         policy, worker = self.runtime.policy, self.runtime.state_worker
         if policy is None or worker is None:
             return
         config_dir = str(self.reloader.config_dir) if self.reloader else ""
         queued = build(policy, config_dir, problems)
-        if queued:
-            worker.submit("queue_notification", lambda db: db.queue_notifications(
+        if not queued:
+            return
+        try:
+            worker.call("queue_notification", lambda db: db.queue_notifications(
                 queued, dt.datetime.now(dt.UTC)))
+        except StateOperationError:
+            return  # logged and counted by the worker
+        self.runtime.wake_notifier()
 
     def _start_reloader(self, config_dir: Path) -> None:
         if self.reloader is not None:

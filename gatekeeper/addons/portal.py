@@ -71,6 +71,7 @@ class Portal:
             return
         self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
         self.notifier.start()
+        self.runtime.wake_notifier = self.notifier.wake
 
     def done(self) -> None:
         if self.notifier is not None:
