@@ -200,9 +200,9 @@ class PolicyReloader:
         self.metrics.config_load_ok.set(1)
         self.metrics.config_loaded_at.set(time.time())
         self._unsaved = policy if self.state_dir is not None else None
-        if threading.current_thread() is self._worker:
-            self._save()  # else (at start-up) the worker saves it first thing
         self._use(policy)
+        if threading.current_thread() is self._worker:
+            self._save()  # after the swap: the new policy never waits for the disk
 
     def _use(self, policy: Policy) -> None:
         self.holder.policy = policy
