@@ -130,3 +130,15 @@ def test_list_as_table_and_json(staff: Employees) -> None:
     assert listed[1] == {"id": "bob", "email": "bob@clinic.example", "name": "",
                          "addresses": ["10.20.0.32/30"], "grants": ["facebook"],
                          "source": "approvals.yaml"}
+
+
+def test_an_edit_made_meanwhile_is_not_overwritten(staff: Employees) -> None:
+    from gatekeeper.approvals_edit import ConcurrentEditError, add_employee
+
+    def hand_edit() -> None:  # someone saves the file in an editor between read and write
+        staff.approvals.write_text(staff.approvals.read_text() + "# edited by hand\n")
+
+    with pytest.raises(ConcurrentEditError):
+        add_employee(staff.config, "erin", "erin@clinic.example", before_replace=hand_edit)
+    assert staff.approvals.read_text().endswith("# edited by hand\n")
+    assert "erin" not in load_policy(staff.config).employees

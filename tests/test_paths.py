@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,21 @@ def test_without_an_env_file_the_defaults_stay_relative(
 
     args = build_parser().parse_args(["explain", "-", "https://x.example/"])
     assert (args.config_dir, args.state_dir) == (Path("config"), Path("state"))
+
+
+def test_a_state_directory_this_user_cannot_read_is_said_so() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the command as another user")
+    with tempfile.TemporaryDirectory() as base:  # not under pytest's 0700 tmp root
+        root = Path(base)
+        root.chmod(0o755)
+        config, state, env = installed(root)
+        StateDB(state).close()
+        state.chmod(0o700)
+        for path in (root / "gatekeeper.env", *config.iterdir()):
+            path.chmod(0o644)
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               "gatekeeper", "requests"], cwd="/", env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"{state} cannot be read as this user: run the command as root (sudo)" in done.stderr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -83,6 +84,9 @@ def _open_state(args: argparse.Namespace) -> StateDB:
     """The proxy's state database; a missing one is an error (most likely a wrong
     --state-dir), not a reason to create an empty one."""
     path = args.state_dir / DB_FILE
+    if args.state_dir.is_dir() and not os.access(args.state_dir, os.R_OK | os.X_OK):
+        raise CommandError(f"{args.state_dir} cannot be read as this user: run the command "
+                           "as root (sudo) or as the proxy's user")
     if not path.exists():
         raise CommandError(
             f"no state database at {path}: pass the proxy's --state-dir "
