@@ -221,7 +221,8 @@ class PolicyReloader:
 
     def _run(self) -> None:
         while not self._stopping:
-            self._save()  # a load made on another thread (start-up, SIGHUP, a direct check)
+            with self._lock:  # a load made on another thread (start-up, a direct check)
+                self._save()
             woken = self._wake.wait(self.poll_interval)
             if self._stopping:
                 return
