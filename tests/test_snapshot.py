@@ -96,7 +96,8 @@ def test_restart_on_a_broken_file_enforces_the_last_good_policy_loudly(
     (config / "approvals.yaml").write_text(broken)
     line = broken.splitlines().index("mode: enforcee") + 1
     proxy = launch(proxies, fake_sites, config, state, wait=False)
-    wait_until(lambda: port_open(proxy.listen_port) and proxy.readyz()[0] == 503,
+    wait_until(lambda: port_open(proxy.listen_port)
+               and "enforcing the last good one" in proxy.readyz()[1],
                "the proxy listening on the saved policy", timeout=20)
 
     status, text = proxy.readyz()
