@@ -1,13 +1,14 @@
 # gatekeeper: `make run` starts the proxy on config/, `make test` runs the whole suite.
 # Each target installs what it needs: a virtualenv in .venv and, for the tests, the Debian
 # packages the end-to-end tests and the benchmark drive (chromium, nftables, iproute2, prometheus,
-# hey, nginx) when run as root.
+# hey, nginx; buildah, podman and debootstrap build the Docker image) when run as root.
 
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey slapd ldap-utils nginx-light
+SYSTEM_PACKAGES := chromium nftables iproute2 prometheus systemd util-linux hey slapd ldap-utils nginx-light \
+                   buildah podman debootstrap
 
 .PHONY: run test lint bench soak system-deps clean
 

@@ -1,10 +1,12 @@
-"""Edit `approvals.yaml` the way a careful person would: `grant` and `revoke`.
+"""Edit `approvals.yaml` the way a careful person would: `grant` and `revoke`, `add_employee`
+and `remove_employee`.
 
-Only the bytes of the grant concerned change (`gatekeeper.approvals_splice`).
+Only the bytes of the grant or employee concerned change (`gatekeeper.approvals_splice`).
 
 An edit is refused, with the file untouched, when:
 - the employee or service is unknown, the expiry is not after today, or there is no grant to
-  revoke (`EditError`);
+  revoke; an employee to add exists already, one to remove holds grants (unless they go
+  too) or is not in the file (`EditError`);
 - the resulting file does not load (`InvalidResultError`, with the loader's problems);
 - the file changed since it was read (`ConcurrentEditError`): someone saved it in an editor,
   for example. gatekeeper commands also lock the file against each other while editing.
@@ -75,6 +77,15 @@ class EditResult:
     grant: Grant | None  # the grant as the new file defines it; None after a revoke
 
 
+@dataclass(frozen=True, slots=True)
+class EmployeeEditResult:
+    action: str  # "added" or "removed"
+    employee: str
+    path: Path
+    email: str  # the employee's e-mail address (before the removal, for a removal)
+    revoked: tuple[str, ...] = ()  # services whose grants were removed with the employee
+
+
 BeforeReplace = Callable[[], None] | None
 
 
@@ -133,6 +144,66 @@ def revoke(
     return _edit(config_dir, employee, service, change, before_replace)
 
 
+def add_employee(
+    config_dir: Path,
+    employee: str,
+    email: str,
+    *,
+    addresses: Sequence[str] = (),
+    before_replace: BeforeReplace = None,
+    state_dir: Path | None = None,
+) -> EmployeeEditResult:
+    """Add `employee` under `employees:` with their company e-mail and, optionally, the
+    addresses (IPs or networks) of their own devices. The loader validates the result (id,
+    company domain, overlapping addresses)."""
+    values: dict[str, object] = {"email": email.strip()}
+    if addresses:
+        values["addresses"] = [a.strip() for a in addresses]
+
+    def change(doc: ApprovalsDocument, _policy: Policy) -> tuple[str, str]:
+        if employee in doc.employee_ids():
+            raise EditError(f"employee {employee!r} is already in approvals.yaml")
+        return doc.add_employee(employee, values), "added"
+
+    policy, path, action = _transaction(config_dir, change, before_replace, state_dir)
+    return EmployeeEditResult(action, employee, path, policy.employees[employee].email)
+
+
+def remove_employee(
+    config_dir: Path,
+    employee: str,
+    *,
+    force: bool = False,
+    before_replace: BeforeReplace = None,
+    state_dir: Path | None = None,
+) -> EmployeeEditResult:
+    """Remove `employee` from `employees:`. While they hold grants this is refused, naming
+    them; with `force` their grants are removed in the same edit."""
+    before: list[Policy] = []  # the policy the change was made to (for the e-mail)
+    revoked: list[str] = []
+
+    def change(doc: ApprovalsDocument, policy: Policy) -> tuple[str, str]:
+        if employee not in doc.employee_ids():
+            raise EditError(
+                f"employee {employee!r} is not under 'employees:' in approvals.yaml"
+                + (" (people of the office directory leave through its group)"
+                   if employee in policy.employees else "")
+            )
+        grants = doc.grants_of(employee)
+        if grants and not force:
+            raise EditError(
+                f"employee {employee!r} holds grants for {', '.join(grants)}: revoke them "
+                "first, or remove the employee with --force to remove the grants too"
+            )
+        before.append(policy)
+        revoked.extend(grants)
+        return doc.remove_employee(employee, list(grants.values())), "removed"
+
+    _, path, action = _transaction(config_dir, change, before_replace, state_dir)
+    email = before[0].employees[employee].email
+    return EmployeeEditResult(action, employee, path, email, tuple(revoked))
+
+
 def _known(policy: Policy, employee: str, service: str) -> None:
     if employee not in policy.employees:
         raise EditError(
@@ -160,14 +231,26 @@ def _accounts(accounts: Sequence[str]) -> list[str]:
 # --- the edit transaction -------------------------------------------------------------------
 
 
+Change = Callable[[ApprovalsDocument, Policy], tuple[str, str]]
+
+
 def _edit(
     config_dir: Path,
     employee: str,
     service: str,
-    change: Callable[[ApprovalsDocument, Policy], tuple[str, str]],
+    change: Change,
     before_replace: BeforeReplace,
     state_dir: Path | None = None,
 ) -> EditResult:
+    new_policy, path, action = _transaction(config_dir, change, before_replace, state_dir)
+    return EditResult(action, employee, service, path, new_policy.grants.get((employee, service)))
+
+
+def _transaction(
+    config_dir: Path, change: Change, before_replace: BeforeReplace, state_dir: Path | None
+) -> tuple[Policy, Path, str]:
+    """Read under the lock, change, validate and atomically replace the file: the new policy,
+    the file's path and what `change` says it did."""
     config_dir = Path(config_dir)
     path = Path(os.path.realpath(config_dir / APPROVALS_FILE))  # edit a symlink's target
     with _refusals(), locked_snapshot(path, LOCK_WAIT_SECONDS) as snapshot:
@@ -184,6 +267,6 @@ def _edit(
         if before_replace is not None:
             before_replace()
         replace_unless_changed(path, new_text.encode("utf-8"), snapshot)
-    return EditResult(action, employee, service, path, new_policy.grants.get((employee, service)))
+    return new_policy, path, action
 
 

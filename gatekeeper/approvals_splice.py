@@ -1,4 +1,5 @@
-"""Splicing grants into the text of `approvals.yaml`: only the bytes of the grant concerned change.
+"""Splicing grants and employees into the text of `approvals.yaml`: only the bytes of the grant or
+employee concerned change.
 
 A YAML round-trip dumper (ruamel.yaml included) re-indents the whole file and respaces flow
 lists and comments, so instead the file is parsed with PyYAML's pure-Python composer, whose
@@ -57,6 +58,7 @@ class ApprovalsDocument:
         if not isinstance(self.root, yaml.MappingNode) or self.root.flow_style:
             raise EditError("approvals.yaml must be a block mapping to be edited")
         self.grants_key, self.grants = _lookup(self.root, "grants")
+        self.employees_key, self.employees = _lookup(self.root, "employees")
 
     def find_grant(self, employee: str, service: str) -> yaml.MappingNode | None:
         if not isinstance(self.grants, yaml.SequenceNode):
@@ -208,19 +210,20 @@ class ApprovalsDocument:
     # --- remove -----------------------------------------------------------------------------
 
     def remove_grant(self, item: yaml.MappingNode) -> str:
+        return self._apply([self._grant_removal(item)])
+
+    def _grant_removal(self, item: yaml.MappingNode) -> _Splice:
         grants = self.grants
         assert isinstance(grants, yaml.SequenceNode)
         items = grants.value
         index = items.index(item)
         if grants.flow_style:
             if index + 1 < len(items):
-                splice = _Splice(item.start_mark.index, items[index + 1].start_mark.index, "")
-            elif index > 0:
+                return _Splice(item.start_mark.index, items[index + 1].start_mark.index, "")
+            if index > 0:
                 start = _content_end(self.text, items[index - 1])
-                splice = _Splice(start, _content_end(self.text, item), "")
-            else:
-                splice = _Splice(item.start_mark.index, _content_end(self.text, item), "")
-            return self._apply([splice])
+                return _Splice(start, _content_end(self.text, item), "")
+            return _Splice(item.start_mark.index, _content_end(self.text, item), "")
         dash = _dash_before(self.text, item.start_mark.index)
         if dash is None:
             raise EditError(
@@ -228,7 +231,89 @@ class ApprovalsDocument:
             )
         start = _line_start(self.text, dash)
         end = _line_end(self.text, _content_end(self.text, item))
-        return self._apply([_Splice(start, end, "")])
+        return _Splice(start, end, "")
+
+    # --- employees --------------------------------------------------------------------------
+
+    def employee_ids(self) -> list[str]:
+        if not isinstance(self.employees, yaml.MappingNode):
+            return []
+        return [k.value for k, _ in self.employees.value if isinstance(k, yaml.ScalarNode)]
+
+    def grants_of(self, employee: str) -> dict[str, yaml.MappingNode]:
+        """The employee's grant items by service."""
+        if not isinstance(self.grants, yaml.SequenceNode):
+            return {}
+        return {
+            str(_scalar_value(item, "service")): item for item in self.grants.value
+            if isinstance(item, yaml.MappingNode) and _scalar_value(item, "employee") == employee
+        }
+
+    def add_employee(self, employee: str, values: dict[str, object]) -> str:
+        """`employee:` with `values` (email, addresses) after the last employee."""
+        employees = self.employees
+        if self.employees_key is None:  # no `employees:` yet: append one at the end
+            body = "employees:" + self.newline + self._employee_block(employee, values, 2, 4)
+            return self._apply([self._insert(len(self.text), body)])
+        if isinstance(employees, yaml.MappingNode) and employees.value and employees.flow_style:
+            end = _content_end(self.text, employees.value[-1][1])
+            entry = f"{_scalar(employee)}: {_flow_mapping(values, ('email', 'addresses'))}"
+            return self._apply([_Splice(end, end, ", " + entry)])
+        if isinstance(employees, yaml.MappingNode) and employees.value:
+            last_key, last_value = employees.value[-1]
+            key_column = last_key.start_mark.column
+            field_column = key_column + 2
+            if isinstance(last_value, yaml.MappingNode) and not last_value.flow_style:
+                field_column = last_value.value[0][0].start_mark.column
+            at = _line_end(self.text, _content_end(self.text, employees))
+            block = self._employee_block(employee, values, key_column, field_column)
+            return self._apply([self._insert(at, block)])
+        if _is_empty(employees) or (
+            isinstance(employees, yaml.MappingNode) and not employees.value
+        ):  # `employees:`, `employees: ~` or `employees: {}`
+            assert employees is not None
+            start = employees.start_mark.index
+            while start > 0 and self.text[start - 1] == " ":
+                start -= 1
+            key_end = _line_end(self.text, employees.end_mark.index)
+            return self._apply([
+                _Splice(start, employees.end_mark.index, ""),
+                self._insert(key_end, self._employee_block(employee, values, 2, 4)),
+            ])
+        line = employees.start_mark.line + 1 if employees is not None else 0
+        raise EditError(f"approvals.yaml line {line}: employees must be a mapping")
+
+    def _employee_block(self, employee: str, values: dict[str, object], key_column: int,
+                        field_column: int) -> str:
+        lines = [" " * key_column + f"{_scalar(employee)}:"]
+        for key, value in values.items():
+            rendered = _flow_list(value) if isinstance(value, list) else _scalar(value)
+            lines.append(" " * field_column + f"{key}: {rendered}")
+        return self.newline.join(lines) + self.newline
+
+    def remove_employee(self, employee: str, grants: Sequence[yaml.MappingNode] = ()) -> str:
+        """Remove the employee's entry (its lines, their comments included) and `grants`."""
+        employees = self.employees
+        assert isinstance(employees, yaml.MappingNode)
+        pairs = employees.value
+        index = next(i for i, (k, _) in enumerate(pairs) if k.value == employee)
+        key_node, value_node = pairs[index]
+        splices = [self._grant_removal(item) for item in grants]
+        if employees.flow_style:
+            if index + 1 < len(pairs):
+                end = pairs[index + 1][0].start_mark.index
+                splices.append(_Splice(key_node.start_mark.index, end, ""))
+            elif index > 0:
+                start = _content_end(self.text, pairs[index - 1][1])
+                splices.append(_Splice(start, _content_end(self.text, value_node), ""))
+            else:
+                start, end = key_node.start_mark.index, _content_end(self.text, value_node)
+                splices.append(_Splice(start, end, ""))
+        else:
+            start = _line_start(self.text, key_node.start_mark.index)
+            end = _line_end(self.text, _content_end(self.text, value_node))
+            splices.append(_Splice(start, end, ""))
+        return self._apply(splices)
 
     # --- text -------------------------------------------------------------------------------
 
@@ -323,8 +408,8 @@ def _flow_list(values: list[str], quote: str | None = None) -> str:
     return "[" + ", ".join(_scalar(v, quote) for v in values) + "]"
 
 
-def _flow_mapping(values: dict[str, object]) -> str:
-    keys = [k for k in KEY_ORDER if k in values]
+def _flow_mapping(values: dict[str, object], order: Sequence[str] = KEY_ORDER) -> str:
+    keys = [k for k in order if k in values]
     parts = [
         f"{k}: {_flow_list(values[k]) if isinstance(values[k], list) else _scalar(values[k])}"
         for k in keys

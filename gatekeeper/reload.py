@@ -12,6 +12,11 @@ overflowing inotify queues).
 
 A load that fails changes nothing: the last good policy keeps enforcing, the error is logged
 with `path:line`, and the failure is counted.
+
+With a state directory, every policy that loads is saved there (gatekeeper.snapshot) from the
+reloader's thread, and a start on files that do not load enforces that saved copy instead of
+exiting: logged as an error with `path:line`, `gatekeeper_config_last_reload_successful 0`,
+`problems` (shown on /readyz) says why, until the files load again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from gatekeeper import snapshot
 from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import APPROVALS_FILE, SERVICES_FILE, config_files, load_policy
 from gatekeeper.config.yamlsrc import ConfigError
@@ -56,6 +62,8 @@ class PolicyReloader:
         metrics: Metrics,
         on_change: Callable[[Policy], None] = lambda policy: None,
         *,
+        state_dir: Path | None = None,
+        on_failure: Callable[[list[str]], None] = lambda problems: None,
         debounce: float = 0.15,
         settle: float = 0.01,
         poll_interval: float = 2.0,
@@ -64,6 +72,11 @@ class PolicyReloader:
         self.holder = holder
         self.metrics = metrics
         self.on_change = on_change
+        self.state_dir = state_dir  # where the last good configuration is kept (None: nowhere)
+        self.on_failure = on_failure  # the problems of a failed reload (not of the first load)
+        # Set while the policy in force is the saved copy: why the files did not load.
+        self.problems: list[str] = []
+        self._unsaved: Policy | None = None  # loaded, not yet saved to the state directory
         self.debounce = debounce
         self.settle = settle
         self.poll_interval = poll_interval
@@ -78,16 +91,44 @@ class PolicyReloader:
         self._worker: threading.Thread | None = None
 
     def load_initial(self) -> Policy:
-        """Load at start-up; raises `ConfigError` (the caller decides whether to exit)."""
+        """Load at start-up. Files that do not load raise `ConfigError` (the caller decides
+        whether to exit), unless the state directory holds a last good configuration: that is
+        installed instead, with `problems` saying why."""
         with self._lock:
             self._last_attempt = self._fingerprint()
             try:
                 policy = load_policy(self.config_dir, cache=self._cache)
-            except ConfigError:
+            except ConfigError as e:
                 self._failed()
-                raise
+                saved = self._saved_policy()
+                if saved is None:
+                    raise
+                self._enforce_saved(saved, [str(p) for p in e.problems])
+                return saved
             self._install(policy)
             return policy
+
+    def _saved_policy(self) -> Policy | None:
+        if self.state_dir is None or not snapshot.exists(self.state_dir):
+            return None
+        try:
+            return snapshot.load(self.state_dir)
+        except (ConfigError, OSError) as e:
+            log.error("config_snapshot_unusable", snapshot=str(snapshot.snapshot_dir(
+                self.state_dir)), error=str(e))
+            return None
+
+    def _enforce_saved(self, policy: Policy, problems: list[str]) -> None:
+        """Enforce the last good configuration: loud, and not counted as a good load."""
+        assert self.state_dir is not None
+        self.problems = [
+            f"the configuration in {self.config_dir} does not load; enforcing the last good "
+            f"one, saved in {snapshot.snapshot_dir(self.state_dir)}:",
+            *problems,
+        ]
+        log.error("config_invalid_enforcing_snapshot", problems=problems,
+                  snapshot=str(snapshot.snapshot_dir(self.state_dir)), sha256=policy.sha256)
+        self._use(policy)
 
     def start(self, *, watch: bool = True) -> None:
         """Start the poll and (unless `watch` is false) the watcher; both end in `check`."""
@@ -129,15 +170,20 @@ class PolicyReloader:
                 policy = load_policy(self.config_dir, cache=self._cache)
             except ConfigError as e:
                 self._failed()
+                problems = [str(p) for p in e.problems]
                 log.error(
                     "config_reload_failed",
-                    problems=[str(p) for p in e.problems],
+                    problems=problems,
                     keeping_policy=self.holder.policy.sha256 if self.holder.policy else None,
                 )
+                if self.problems:
+                    self.problems[1:] = problems  # still on the saved copy: the new reasons
+                self.on_failure(problems)
                 return False
             except Exception:  # a bug must not stop the reloader; the old policy stays
                 self._failed()
                 log.exception("config_reload_failed", problems=["internal error"])
+                self.on_failure(["internal error (see the log)"])
                 return False
             self._install(policy)
             log.info("config_reloaded", sha256=policy.sha256, services=len(policy.services),
@@ -149,15 +195,34 @@ class PolicyReloader:
         self.metrics.config_load_ok.set(0)
 
     def _install(self, policy: Policy) -> None:
-        self.holder.policy = policy
+        self.problems = []
         self.metrics.config_reloads.labels("success").inc()
         self.metrics.config_load_ok.set(1)
         self.metrics.config_loaded_at.set(time.time())
+        self._unsaved = policy if self.state_dir is not None else None
+        self._use(policy)
+        if threading.current_thread() is self._worker:
+            self._save()  # after the swap: the new policy never waits for the disk
+
+    def _use(self, policy: Policy) -> None:
+        self.holder.policy = policy
         self.metrics.set_policy(policy.sha256)
         self.on_change(policy)
 
+    def _save(self) -> None:
+        """Keep the policy just loaded as the last good configuration (off the event loop)."""
+        policy, self._unsaved = self._unsaved, None
+        if policy is None or self.state_dir is None:
+            return
+        try:
+            snapshot.save(self.state_dir, self.config_dir, policy)
+        except OSError as e:
+            log.error("config_snapshot_not_saved", state_dir=str(self.state_dir), error=str(e))
+
     def _run(self) -> None:
         while not self._stopping:
+            with self._lock:  # a load made on another thread (start-up, a direct check)
+                self._save()
             woken = self._wake.wait(self.poll_interval)
             if self._stopping:
                 return

@@ -1,7 +1,9 @@
 """`gatekeeper serve`: mitmproxy's engine with gatekeeper's addons, run as a daemon.
 
 The configuration is validated before anything listens, so a broken file at start-up exits
-with status 2 and the `path:line` problems on stderr. SIGTERM and SIGINT stop gracefully,
+with status 2 and the `path:line` problems on stderr, unless the state directory holds the last
+good configuration (gatekeeper.snapshot): then that is enforced, loudly, rather than leaving the
+office without the web while the firewall still sends it here. SIGTERM and SIGINT stop gracefully,
 SIGHUP reloads the configuration (mitmdump alone would die on it).
 """
 
@@ -18,6 +20,7 @@ from mitmproxy import exceptions
 from mitmproxy.options import Options
 from mitmproxy.tools.dump import DumpMaster
 
+from gatekeeper import snapshot
 from gatekeeper.addons import all_addons
 from gatekeeper.addons.dispatch import Addons
 from gatekeeper.addons.lifecycle import Lifecycle
@@ -54,9 +57,13 @@ def serve(settings: ServeSettings) -> int:
     except ConfigError as e:
         for problem in e.problems:
             print(problem, file=sys.stderr)
-        print(f"gatekeeper: configuration in {settings.config_dir} is invalid; not started",
+        if not snapshot.exists(settings.state_dir):
+            print(f"gatekeeper: configuration in {settings.config_dir} is invalid; not started",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"gatekeeper: configuration in {settings.config_dir} is invalid; enforcing the "
+              f"last good one from {snapshot.snapshot_dir(settings.state_dir)}",
               file=sys.stderr)
-        return EXIT_CONFIG
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     _route_mitmproxy_logging()
     try:

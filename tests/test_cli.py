@@ -4,6 +4,7 @@ through `gatekeeper.cli.main(argv)`)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,10 +57,23 @@ def test_serve_imports_no_other_command() -> None:
 
 @pytest.mark.parametrize("command", [
     "serve", "check", "explain", "requests", "approve", "deny", "grant", "revoke",
-    "acknowledgements", "review", "firewall", "pac", "ca",
+    "acknowledgements", "review", "employee", "firewall", "pac", "ca",
 ])
 def test_every_documented_command_has_help(capsys: pytest.CaptureFixture[str],
                                            command: str) -> None:
     done = run_main(capsys, [command, "--help"])
     assert done.returncode == 0 and done.stdout.startswith(f"usage: gatekeeper {command} ")
     assert command in run_main(capsys, ["--help"]).stdout
+
+
+def test_check_reports_a_broken_gateway_yaml_with_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(shutil.copytree(CONFIG, tmp_path / "config"))
+    gateway = config / "gateway.yaml"
+    gateway.write_text(gateway.read_text().replace("mode: explicit", "mode: explicitt"))
+    line = gateway.read_text().splitlines().index("mode: explicitt") + 1
+    done = run_main(capsys, ["check", "--config-dir", str(config)])
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith(f"{gateway}:{line}: mode must be ")

@@ -402,3 +402,15 @@ def test_reload_cache_gives_what_a_full_load_gives(
     except ConfigError as e:
         cached = str(e)
     assert cached == full
+
+
+def test_approved_on_after_tomorrow_is_refused_with_its_line(tmp_path: Path) -> None:
+    import datetime as dt
+
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    assert problems(tmp_path, approvals=grant(approved_on=tomorrow.isoformat())) == []
+    later = tomorrow + dt.timedelta(days=1)
+    assert problems(tmp_path, approvals=grant(approved_on=later.isoformat())) == [
+        f"approvals.yaml:17: grant: approved_on {later} is in the future "
+        f"(today is {dt.date.today()})"
+    ]

@@ -5,8 +5,6 @@ real HTTP receiver on loopback, retries after failures, and the whole path throu
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import json
 import re
 import threading
@@ -18,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from support import configs
 from support.proxy import free_port
+from support.smtp import Inbox
 from support.waiting import wait_until
 
 from gatekeeper.config.loader import load_policy
@@ -28,20 +27,6 @@ from gatekeeper.notify import Notifier, messages
 from gatekeeper.statedb import StateDB
 
 NOW = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
-        content = envelope.content
-        self.messages.append(email.message_from_bytes(content, policy=email.policy.default))
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
 
 
 class Receiver:
@@ -193,6 +178,13 @@ def test_an_unreachable_relay_keeps_the_message_queued_with_the_error(tmp_path, 
     ({"webhook": {"url": "https://hooks.example", "timeout_seconds": 0}},
      "notify: webhook: timeout_seconds must be a number from 0 to 300"),
     ({"pager": {}}, "unknown key 'pager' in notify"),
+    ({"it": ["it@clinic.example"]}, "notify: it sends e-mail: it needs notify: smtp"),
+    ({"webhook": {"url": "https://hooks.example"}, "employee": True},
+     "notify: employee sends e-mail: it needs notify: smtp"),
+    ({"smtp": {"host": "relay", "from": "gk@clinic.example", "to": ["a@clinic.example"]},
+      "it": ["helpdesk"]}, "notify: it 'helpdesk' is not valid"),
+    ({"smtp": {"host": "relay", "from": "gk@clinic.example", "to": ["a@clinic.example"]},
+      "employee": "yes please"}, "notify: employee must be true or false"),
 ])
 def test_notify_settings_are_validated_with_file_and_line(tmp_path, notify, message):
     with pytest.raises(ConfigError) as error:
@@ -209,6 +201,79 @@ def test_notify_defaults(tmp_path):
     assert policy.notify["smtp"]["port"] == 25
     assert policy.notify["smtp"]["starttls"] is False
     assert policy.notify["webhook"]["timeout_seconds"] == 10.0
+
+
+def test_the_employee_is_told_of_approval_and_denial_built_from_the_current_policy(
+    tmp_path, smtp_server
+):
+    inbox, port = smtp_server
+    policy = policy_with(tmp_path, {"smtp": smtp_settings(port), "employee": True})
+    with StateDB(tmp_path / "state") as db:
+        approved = submit(db, policy, "bob", "facebook")
+        denied = submit(db, policy, "alice", "x")
+        withdrawn = submit(db, policy, "carol", "x")
+        Notifier(db, lambda: policy, Metrics()).deliver_due(NOW)  # the approver's three
+        inbox.messages.clear()
+        inbox.recipients.clear()
+        db.decide_request(approved.id, "approved", configs.APPROVER, None, NOW)
+        db.decide_request(denied.id, "denied", configs.APPROVER, "Use the clinic page.", NOW)
+        db.decide_request(withdrawn.id, "withdrawn", "carol", None, NOW)
+        # Delivered with the policy in force when it is sent: bob's grant by then.
+        approvals = configs.approvals_doc()
+        approvals["notify"] = {"smtp": smtp_settings(port), "employee": True}
+        approvals["grants"].append(configs.grant("bob", "facebook",
+                                                 expires=dt.date(2099, 1, 31)))
+        later = load_policy(configs.write_config(tmp_path / "later", approvals=approvals))
+        Notifier(db, lambda: later, Metrics()).deliver_due(NOW)
+        assert db.due_notifications(NOW + dt.timedelta(days=1)) == []
+    assert sorted(inbox.recipients) == [["alice@clinic.example"], ["bob@clinic.example"]]
+    mails = {m["To"]: m for m in inbox.messages}
+    bob, alice = mails["bob@clinic.example"], mails["alice@clinic.example"]
+    assert bob["Subject"] == "gatekeeper: your request for Facebook was approved"
+    assert "approved until 2099-01-31" in bob.get_content()
+    assert "bob@clinic.example" in bob.get_content()
+    assert alice["Subject"] == "gatekeeper: your request for X (Twitter) was denied"
+    assert "Reason: Use the clinic page." in alice.get_content()
+    assert denied.id in alice.get_content()
+
+
+def test_without_employee_notices_the_decision_is_dropped_unsent(tmp_path, smtp_server):
+    inbox, port = smtp_server
+    policy = policy_with(tmp_path, {"smtp": smtp_settings(port)})
+    with StateDB(tmp_path / "state") as db:
+        request = submit(db, policy)
+        db.decide_request(request.id, "denied", configs.APPROVER, "no", NOW)
+        Notifier(db, lambda: policy, Metrics()).deliver_due(NOW)
+        assert db.due_notifications(NOW + dt.timedelta(days=1)) == []
+    assert inbox.recipients == [[configs.APPROVER]]  # the request only, to the approver
+
+
+def test_review_notify_queues_the_review_for_it(tmp_path, smtp_server, capsys):
+    from support.cli import run_main
+
+    inbox, port = smtp_server
+    approvals = configs.approvals_doc()
+    approvals["notify"] = {"smtp": smtp_settings(port), "it": ["helpdesk@clinic.example"]}
+    config = configs.write_config(tmp_path / "config", approvals=approvals)
+    StateDB(tmp_path / "state").close()
+    argv = ["review", "--notify", "--config-dir", str(config), "--state-dir",
+            str(tmp_path / "state")]
+    done = run_main(capsys, argv)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("access review queued for helpdesk@clinic.example")
+    policy = load_policy(config)
+    with StateDB(tmp_path / "state") as db:
+        Notifier(db, lambda: policy, Metrics()).deliver_due(dt.datetime.now(dt.UTC))
+    assert inbox.recipients == [["helpdesk@clinic.example"]]
+    [message] = inbox.messages
+    assert message["Subject"].startswith("gatekeeper: Access review on ")
+    assert "Active grants (1)" in message.get_content()
+    assert "alice linkedin" in message.get_content()
+    # Without IT addresses there is nobody to send it to: said, exit 1.
+    del approvals["notify"]["it"]
+    configs.write_config(config, approvals=approvals)
+    refused = run_main(capsys, argv)
+    assert refused.returncode == 1 and "names no IT addresses" in refused.stderr
 
 
 @pytest.mark.e2e

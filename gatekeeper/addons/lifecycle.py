@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import socket
@@ -11,6 +12,7 @@ from mitmproxy import ctx, exceptions
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 import gatekeeper
+from gatekeeper import notify
 from gatekeeper import pacfile as pac
 from gatekeeper.addons.runtime import Runtime, log
 from gatekeeper.config.yamlsrc import ConfigError
@@ -20,6 +22,7 @@ from gatekeeper.metrics import AdminServer, Metrics
 from gatekeeper.policy_metrics import PendingRequests, PolicyCollector
 from gatekeeper.reload import PolicyReloader
 from gatekeeper.statedb import StateError
+from gatekeeper.statedb.worker import StateOperationError
 
 
 class Lifecycle:
@@ -99,12 +102,14 @@ class Lifecycle:
             )
             self.admin.alive = lambda: self.runtime.policy is not None
             self.admin.ready = lambda: self.runtime.ready and self.runtime.policy is not None
-            self.admin.problems = state.problems
+            self.admin.problems = lambda: [*self._config_problems(), *state.problems()]
             self.admin.start()
             self.runtime.admin = self.admin
             self.runtime.listeners.append(self.admin)
             host, bound = self.admin.address
             log.info("admin_listening", url=f"http://{host}:{bound}/metrics")
+        if self._config_problems():  # started on the last good configuration: tell IT
+            self._tell_it(notify.snapshot_start_messages, self._config_problems()[1:])
         # Ready once every addon's `running` has run (state loaded, PAC listener up): the
         # hooks run in one step of the event loop, this callback in the next.
         ctx.master.event_loop.call_soon(self._ready)
@@ -126,6 +131,27 @@ class Lifecycle:
         if self.reloader is not None:
             self.reloader.trigger(force=True)
 
+    def _config_problems(self) -> list[str]:
+        """Why the policy in force is the saved copy, not the files' (empty: it is not)."""
+        return self.reloader.problems if self.reloader is not None else []
+
+    def _tell_it(self, build: notify.ItMessages, problems: list[str]) -> None:
+        """Queue a message to IT (notify: it:) about the configuration and wake the notifier:
+        from the reloader's thread, or at start-up while the proxy serves nobody yet."""
+        policy, worker = self.runtime.policy, self.runtime.state_worker
+        if policy is None or worker is None:
+            return
+        config_dir = str(self.reloader.config_dir) if self.reloader else ""
+        queued = build(policy, config_dir, problems)
+        if not queued:
+            return
+        try:
+            worker.call("queue_notification", lambda db: db.queue_notifications(
+                queued, dt.datetime.now(dt.UTC)))
+        except StateOperationError:
+            return  # logged and counted by the worker
+        self.runtime.wake_notifier()
+
     def _start_reloader(self, config_dir: Path) -> None:
         if self.reloader is not None:
             self.reloader.stop()
@@ -135,6 +161,8 @@ class Lifecycle:
             self.runtime.file_policy,
             self.runtime.metrics,
             on_change=lambda policy: loop.call_soon_threadsafe(_intercept_only, policy),
+            state_dir=Path(ctx.options.gatekeeper_state_dir),
+            on_failure=lambda problems: self._tell_it(notify.reload_failed_messages, problems),
         )
         try:
             policy = self.reloader.load_initial()
@@ -145,6 +173,7 @@ class Lifecycle:
         _intercept_only(policy)
         self.reloader.start()
         log.info("config_loaded", sha256=policy.sha256, config_dir=str(config_dir),
+                 last_good_copy=bool(self.reloader.problems),
                  services=len(policy.services), employees=len(policy.employees),
                  grants=len(policy.grants), mode=policy.mode.value)
 

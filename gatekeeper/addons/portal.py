@@ -76,6 +76,7 @@ class Portal:
         self.links = LinkSigner(load_secret(Path(ctx.options.gatekeeper_state_dir)))
         self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
         self.notifier.start()
+        self.runtime.wake_notifier = self.notifier.wake
 
     def done(self) -> None:
         if self.notifier is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -42,6 +43,8 @@ class Runtime:
         self.state_worker: StateWorker | None = None
         self.csrf: CsrfTokens | None = None
         self.recorder = Recorder()
+        # Wakes the notifier (gatekeeper.addons.portal) after a message was queued.
+        self.wake_notifier: Callable[[], None] = lambda: None
         # Where the reloader installs the files' policy: the live holder itself, or, with an
         # office directory (gateway.yaml `directory:`), the directory, which composes the two.
         self.directory: LiveDirectory | None = None

@@ -23,11 +23,12 @@ def all_commands() -> list[AddCommand]:
     from gatekeeper.cli.approver import APPROVER_COMMANDS
     from gatekeeper.cli.ca import add_ca
     from gatekeeper.cli.check import add_check, add_explain
+    from gatekeeper.cli.employees import add_employee
     from gatekeeper.cli.firewall import add_firewall
     from gatekeeper.cli.pac import add_pac
 
-    return [add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_activity, add_firewall,
-            add_pac, add_ca]
+    return [add_serve, add_check, add_explain, *APPROVER_COMMANDS, add_employee, add_activity,
+            add_firewall, add_pac, add_ca]
 
 
 def build_parser(commands: Sequence[AddCommand] | None = None) -> argparse.ArgumentParser:

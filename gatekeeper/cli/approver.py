@@ -15,19 +15,20 @@ import argparse
 import datetime as dt
 import getpass
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gatekeeper import approving
+from gatekeeper import approving, notify
 from gatekeeper.approvals_edit import EditError, EditResult
 from gatekeeper.approving import AlreadyDecidedError, grant_summary, local_time
 from gatekeeper.cli.common import CommandHandler, config_dir_arg, print_problems, state_dir_arg
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.console.password import set_password
-from gatekeeper.core.model import Employee
+from gatekeeper.core.model import Employee, Policy
 from gatekeeper.directory.store import office_policy
 from gatekeeper.review import format_review_text, review_report
 from gatekeeper.statedb import DB_FILE, PENDING, AccessRequest, StateDB, StateError
@@ -79,6 +80,9 @@ def _open_state(args: argparse.Namespace) -> StateDB:
     """The proxy's state database; a missing one is an error (most likely a wrong
     --state-dir), not a reason to create an empty one."""
     path = args.state_dir / DB_FILE
+    if args.state_dir.is_dir() and not os.access(args.state_dir, os.R_OK | os.X_OK):
+        raise CommandError(f"{args.state_dir} cannot be read as this user: run the command "
+                           "as root (sudo) or as the proxy's user")
     if not path.exists():
         raise CommandError(
             f"no state database at {path}: pass the proxy's --state-dir "
@@ -348,6 +352,10 @@ def add_review(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--since", type=_date, metavar="YYYY-MM-DD",
                    help=f"first day (UTC) of the events shown (default: {REVIEW_DAYS} days ago)")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--notify", action="store_true",
+                   help="instead of printing it, queue the review as an e-mail to IT "
+                   "(approvals.yaml notify: it:); the running proxy sends it (the monthly "
+                   "timer gatekeeper-review.timer runs this)")
 
 
 def run_review(args: argparse.Namespace) -> int:
@@ -356,11 +364,25 @@ def run_review(args: argparse.Namespace) -> int:
     since = args.since or today - dt.timedelta(days=REVIEW_DAYS)
     with _open_state(args) as db:
         data = db.review(dt.datetime.combine(since, dt.time(), dt.UTC))
-    report = review_report(policy, data, today)
+        report = review_report(policy, data, today)
+        if args.notify:
+            return queue_review(db, policy, format_review_text(report))
     if args.json:
         _print_json(report)
     else:
         sys.stdout.write(format_review_text(report))
+    return 0
+
+
+def queue_review(db: StateDB, policy: Policy, text: str) -> int:
+    """`review --notify`: the review e-mail to IT in the outbox, for the proxy to send."""
+    messages = notify.review_messages(policy, text)
+    if not messages:
+        raise CommandError("approvals.yaml names no IT addresses (notify: it:): "
+                           "nobody to send the review to")
+    db.queue_notifications(messages, _now())
+    print(f"access review queued for {', '.join(policy.notify['it'])}; the running proxy "
+          f"sends it within {notify.POLL_SECONDS:g} seconds")
     return 0
 
 

@@ -8,13 +8,16 @@ import datetime as dt
 import json
 import sys
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
-from gatekeeper.cli.common import config_dir_arg, load_or_report, state_dir_arg
+from gatekeeper.cli.common import config_dir_arg, load_or_report, print_problems, state_dir_arg
+from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.core.decision import decide
 from gatekeeper.core.hosts import normalize_host
 from gatekeeper.core.logins import accounts_of, login_rule, make_target, signup_rule
 from gatekeeper.core.model import REASON_TEXT, Decision, Policy, Verdict
+from gatekeeper.gateway import gateway_file, load_gateway
 
 # --- check ---------------------------------------------------------------------------------
 
@@ -23,8 +26,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check",
         help="validate the configuration",
-        description="Validate services.yaml and approvals.yaml (and the directory: section "
-        "of gateway.yaml, if any). Exit 0 with a one-line summary, or exit 1 with one "
+        description="Validate services.yaml, approvals.yaml and gateway.yaml (if any, its "
+        "directory: section included). Exit 0 with a one-line summary, or exit 1 with one "
         "`path:line: message` line per problem.",
     )
     config_dir_arg(p)
@@ -36,7 +39,8 @@ def add_check(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     policy = load_or_report(args.config_dir)
-    if policy is None:
+    gateway_valid = _check_gateway(args.config_dir)
+    if policy is None or not gateway_valid:
         return 1
     print(
         f"{args.config_dir}: OK: {len(policy.services)} services, "
@@ -49,6 +53,18 @@ def run_check(args: argparse.Namespace) -> int:
     from gatekeeper.directory.check import check_directory
 
     return check_directory(args.config_dir, policy, online=args.online)
+
+
+def _check_gateway(config_dir: Path) -> bool:
+    """gateway.yaml, as `serve` and `firewall` read it; False after printing its problems."""
+    if not gateway_file(config_dir).exists():
+        return True
+    try:
+        load_gateway(config_dir)
+    except ConfigError as e:
+        print_problems(e)
+        return False
+    return True
 
 
 # --- explain -------------------------------------------------------------------------------

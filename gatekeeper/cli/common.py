@@ -1,9 +1,17 @@
 """What every `gatekeeper` command shares: the `--config-dir` and `--state-dir` options, the
-handler type, and printing configuration problems (one `path:line: message` line each)."""
+handler type, and printing configuration problems (one `path:line: message` line each).
+
+The directories come from one place, so a command works as printed from any directory: the
+flag, else the environment variable (`GATEKEEPER_CONFIG_DIR`, `GATEKEEPER_STATE_DIR`), else
+the same `KEY=VALUE` line in the installed environment file `/etc/gatekeeper/gatekeeper.env`
+(the file the systemd units read; `$GATEKEEPER_ENV_FILE` names another), else `./config` and
+`./state`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -15,18 +23,59 @@ from gatekeeper.directory.store import office_policy
 
 DEFAULT_CONFIG_DIR = "config"
 DEFAULT_STATE_DIR = "state"
-CONFIG_DIR_HELP = ("directory with services.yaml and approvals.yaml "
-                   "(default: $GATEKEEPER_CONFIG_DIR or ./config)")
+ENV_FILE = "/etc/gatekeeper/gatekeeper.env"
+ENV_FILE_VARIABLE = "GATEKEEPER_ENV_FILE"
+CONFIG_DIR_VARIABLE = "GATEKEEPER_CONFIG_DIR"
+STATE_DIR_VARIABLE = "GATEKEEPER_STATE_DIR"
+_FROM_ENV = f"$VAR, else VAR in {ENV_FILE}"
+CONFIG_DIR_HELP = ("directory with services.yaml and approvals.yaml (default: "
+                   + _FROM_ENV.replace("VAR", CONFIG_DIR_VARIABLE) + ", else ./config)")
 
 CommandHandler = Callable[[argparse.Namespace], int]
 AddCommand = Callable[[argparse._SubParsersAction], None]
+
+
+def env_file_settings() -> dict[str, str]:
+    """The `KEY=VALUE` lines of the installed environment file ({} when there is none)."""
+    return dict(_read_env_file(os.environ.get(ENV_FILE_VARIABLE) or ENV_FILE))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_env_file(path: str) -> tuple[tuple[str, str], ...]:
+    """systemd `EnvironmentFile=` syntax: `#` comments, optional quotes around the value. A
+    file that exists but cannot be read is said once on stderr: the defaults would name the
+    wrong place."""
+    env_file = Path(path)
+    try:
+        text = env_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"gatekeeper: cannot read {env_file} ({e}); its settings are not used",
+              file=sys.stderr)
+        return ()
+    settings: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        settings[key] = value
+    return tuple(settings.items())
+
+
+def setting(name: str, default: str) -> str:
+    """The environment variable `name`, else its line in the environment file, else `default`."""
+    return os.environ.get(name) or env_file_settings().get(name) or default
 
 
 def config_dir_arg(parser: argparse.ArgumentParser, text: str = CONFIG_DIR_HELP) -> None:
     parser.add_argument(
         "--config-dir",
         type=Path,
-        default=Path(os.environ.get("GATEKEEPER_CONFIG_DIR", DEFAULT_CONFIG_DIR)),
+        default=Path(setting(CONFIG_DIR_VARIABLE, DEFAULT_CONFIG_DIR)),
         metavar="DIR",
         help=text,
     )
@@ -36,10 +85,10 @@ def state_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=Path(os.environ.get("GATEKEEPER_STATE_DIR", DEFAULT_STATE_DIR)),
+        default=Path(setting(STATE_DIR_VARIABLE, DEFAULT_STATE_DIR)),
         metavar="DIR",
-        help="directory for the state database, keys and the proxy CA "
-        "(default: $GATEKEEPER_STATE_DIR or ./state)",
+        help="directory for the state database, keys and the proxy CA (default: "
+        + _FROM_ENV.replace("VAR", STATE_DIR_VARIABLE) + ", else ./state)",
     )
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gatekeeper.cli.common import config_dir_arg, print_problems
+from gatekeeper.cli.common import CONFIG_DIR_HELP, config_dir_arg, print_problems
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.firewall import FirewallError, apply, check
 from gatekeeper.gateway import load_gateway, render_ruleset
@@ -32,8 +32,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="render: print the nft script; check: validate it with `nft -c`; "
         "apply: load it with `nft -f` in one transaction",
     )
-    config_dir_arg(parser, "directory holding gateway.yaml "
-                   "(default: $GATEKEEPER_CONFIG_DIR or ./config)")
+    config_dir_arg(parser, CONFIG_DIR_HELP.replace("services.yaml and approvals.yaml",
+                                                   "gateway.yaml"))
     parser.set_defaults(handler=run_firewall)
 
 

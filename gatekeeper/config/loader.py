@@ -8,6 +8,7 @@ accounts) is computed here, once per load.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import hashlib
 import ipaddress
@@ -55,6 +56,9 @@ PLACEHOLDER = re.compile(r"\{([a-z0-9_]+)\}")
 METHOD = re.compile(r"\A[A-Z]+\Z")
 BUILTIN_PLACEHOLDERS = ("company_domains",)
 MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 31, 3660  # at least one review period; ten years
+# A grant approved after tomorrow (the gateway's local date) is refused: a mistyped year would
+# otherwise pass unnoticed. The day of slack covers an approver in a time zone ahead of it.
+APPROVAL_SLACK = dt.timedelta(days=1)
 
 
 def config_files(config_dir: Path) -> tuple[Path, Path]:
@@ -257,12 +261,22 @@ class _Builder:
 
     def _notify(self, node: Node) -> dict[str, Any]:
         """`notify:` how the approver hears of new requests (read by gatekeeper.notify)."""
-        items = self.app.mapping(node, "notify", required=(), optional=("smtp", "webhook")) or {}
+        a = self.app
+        items = a.mapping(node, "notify", required=(),
+                          optional=("smtp", "webhook", "it", "employee")) or {}
         result: dict[str, Any] = {}
         if "smtp" in items:
             result["smtp"] = self._notify_smtp(items["smtp"])
         if "webhook" in items:
             result["webhook"] = self._notify_webhook(items["webhook"])
+        if "it" in items:  # IT's addresses: a failed reload, a start on the saved copy, review
+            result["it"] = tuple(a.string(item, "notify: it", EMAIL)
+                                 for item in a.strings(items["it"], "notify: it"))
+        if "employee" in items:  # tell the employee of the decision on their request
+            result["employee"] = a.boolean(items["employee"], "notify: employee")
+        for key in ("it", "employee"):
+            if result.get(key) and "smtp" not in items:
+                a.error(items[key], f"notify: {key} sends e-mail: it needs notify: smtp")
         return result
 
     def _notify_smtp(self, node: Node) -> dict[str, Any]:
@@ -394,6 +408,10 @@ class _Builder:
                 if "approved_on" in fields
                 else None
             )
+            if approved_on and approved_on > dt.date.today() + APPROVAL_SLACK:
+                a.error(fields["approved_on"],
+                        f"grant: approved_on {approved_on} is in the future "
+                        f"(today is {dt.date.today()})")
             expires = a.date(fields["expires"], "grant: expires") if "expires" in fields else None
             if approved_on and expires and expires <= approved_on:
                 a.error(fields["expires"], "grant: expires must be after approved_on")

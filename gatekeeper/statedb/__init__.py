@@ -26,6 +26,7 @@ from gatekeeper.statedb.records import (
     APPROVED,
     DECISIONS,
     DENIED,
+    EMPLOYEE_CHANNEL,
     ID_ALPHABET,
     ID_LENGTH,
     MAX_JUSTIFICATION,
@@ -59,7 +60,7 @@ from gatekeeper.statedb.sessions import (
 
 __all__ = [
     "ACCOUNT_CREATED", "APPROVED", "BUSY_TIMEOUT_MS", "DB_FILE", "DECISIONS", "DENIED",
-    "ID_ALPHABET", "ID_LENGTH",
+    "EMPLOYEE_CHANNEL", "ID_ALPHABET", "ID_LENGTH",
     "KEEP_BINDINGS", "MAX_JUSTIFICATION", "MIGRATIONS", "PENDING", "RECORDED", "REFUSED",
     "REPORTED", "SECRET_FILE", "UNREADABLE", "WITHDRAWN",
     "AccessRequest", "Acknowledgement", "AuditedAction", "Binding", "BlockedAttempt",

@@ -24,6 +24,7 @@ only URL kept is a governed service's Terms-of-Use URL from the catalog.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import sqlite3
 import threading
@@ -44,7 +45,10 @@ from gatekeeper.statedb.errors import (
 )
 from gatekeeper.statedb.files import create_private_file, ensure_private_dir
 from gatekeeper.statedb.records import (
+    APPROVED,
     DECISIONS,
+    DENIED,
+    EMPLOYEE_CHANNEL,
     ID_ALPHABET,
     ID_LENGTH,
     PENDING,
@@ -293,6 +297,11 @@ class StateDB:
     ) -> AccessRequest:
         """Mark a pending request approved, denied or withdrawn.
 
+        An approval or denial queues a message to the employee in the same transaction
+        (channel `employee`, payload the request id): whoever decides (the CLI, the console),
+        the proxy's notifier tells them, building the message when it sends it, from the
+        policy then in force (`notify: employee:` off: it is dropped unsent).
+
         Raises UnknownRequestError for an unknown id and RequestDecidedError for a request
         that is no longer pending (decided by someone else in the meantime, for example).
         """
@@ -316,6 +325,9 @@ class StateDB:
                 " decision_reason = ? WHERE id = ?",
                 (status, by, _ts(now), clean_line(reason) if reason else None, request_id),
             )
+            if status in (APPROVED, DENIED):
+                payload = json.dumps({"request_id": request_id, "status": status})
+                _enqueue(conn, request_id, EMPLOYEE_CHANNEL, payload, _ts(now))
             return _request(_request_row(conn, request_id))
 
     def latest_request(self, employee: str, service: str) -> AccessRequest | None:
@@ -466,6 +478,12 @@ class StateDB:
 
     # --- notification outbox ----------------------------------------------------------------
 
+    def queue_notifications(self, messages: Iterable[tuple[str, str]], now: dt.datetime) -> None:
+        """Queue (channel, payload JSON) messages about no request (to IT), in one transaction."""
+        with self._write() as conn:
+            for channel, payload in messages:
+                _enqueue(conn, None, channel, payload, _ts(now))
+
     def due_notifications(self, now: dt.datetime, limit: int = 100) -> list[Notification]:
         """Unsent messages whose next attempt is due, oldest first. One process (the proxy)
         delivers them."""
@@ -615,7 +633,7 @@ def _insert_request(
 
 
 def _enqueue(
-    conn: sqlite3.Connection, request_id: str, channel: str, payload: str, stamp: str
+    conn: sqlite3.Connection, request_id: str | None, channel: str, payload: str, stamp: str
 ) -> None:
     conn.execute(
         "INSERT INTO notifications (request_id, channel, payload, created, next_attempt)"

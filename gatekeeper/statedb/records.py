@@ -12,6 +12,8 @@ MAX_JUSTIFICATION = 500
 PRIORITY_REASONS = ("personal_account", "account_mismatch")  # listed first in the review
 PENDING, APPROVED, DENIED, WITHDRAWN = "pending", "approved", "denied", "withdrawn"
 DECISIONS = (APPROVED, DENIED, WITHDRAWN)
+# The outbox channel of the message telling an employee of the decision on their request.
+EMPLOYEE_CHANNEL = "employee"
 # Request ids are typed by a person: Crockford's base32 (no i, l, o, u), 8 characters.
 ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 ID_LENGTH = 8
@@ -147,10 +149,11 @@ class BlockedSummary:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """One message to the approver about a request, in the outbox until it is sent."""
+    """One message in the outbox until it is sent: to the approver about a new request, to the
+    employee about its decision, or to IT (`request_id` None)."""
 
     id: int
-    request_id: str
+    request_id: str | None
     channel: str
     payload: str  # JSON text, built by the notifier
     created: dt.datetime

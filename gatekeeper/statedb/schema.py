@@ -108,6 +108,24 @@ MIGRATIONS: tuple[str, ...] = (
         used_at    TEXT NOT NULL
     );
     """,
+    # 4: messages about no request (to IT: a failed reload, the monthly review).
+    """
+    CREATE TABLE notifications_2 (
+        id           INTEGER PRIMARY KEY,
+        request_id   TEXT REFERENCES access_requests (id),  -- NULL: not about a request
+        channel      TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        created      TEXT NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt TEXT NOT NULL,
+        sent_at      TEXT,
+        last_error   TEXT
+    );
+    INSERT INTO notifications_2 SELECT * FROM notifications;
+    DROP TABLE notifications;
+    ALTER TABLE notifications_2 RENAME TO notifications;
+    CREATE INDEX notifications_due ON notifications (next_attempt) WHERE sent_at IS NULL;
+    """,
 )
 
 

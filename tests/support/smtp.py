@@ -1,0 +1,21 @@
+"""A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts."""
+
+from __future__ import annotations
+
+import email
+import email.message
+import email.policy
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+        content = envelope.content
+        self.messages.append(email.message_from_bytes(content, policy=email.policy.default))
+        self.recipients.append(list(envelope.rcpt_tos))
+        return "250 OK"
