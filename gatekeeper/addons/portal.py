@@ -67,7 +67,7 @@ class Portal:
 
     def running(self) -> None:
         state = self.runtime.state  # opened by Lifecycle.running, which runs first
-        if state is None or self.notifier is not None:
+        if state is None or self.notifier is not None or not self.runtime.delivers_notifications:
             return
         self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
         self.notifier.start()

@@ -50,6 +50,10 @@ class Runtime:
         # the destination guard refuses their ports, /readyz gains the directory's line.
         self.listeners: list[AdminServer] = []
         self.admin: AdminServer | None = None
+        # With `serve --workers N`: whether this process sends the shared outbox's messages
+        # (one worker does), and the supervisor's listeners, refused like its own.
+        self.delivers_notifications = True
+        self.group_ports: frozenset[int] = frozenset()
 
     def open_state(self, state_dir: Path) -> StateWorker:
         """Open the state database (once; later calls return it), check its integrity and
