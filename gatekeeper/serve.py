@@ -97,6 +97,7 @@ async def _run(settings: ServeSettings, worker: WorkerRole | None) -> int:
     addons = all_addons(runtime)
     master.addons.add(Addons(addons))  # one chain entry: mitmproxy dispatches each event once
     if worker is not None:
+        runtime.in_pool = True
         runtime.delivers_notifications = worker.index == 0
         runtime.group_ports = frozenset(worker.group_ports)
         master.addons.add(_AnnounceAdmin(runtime, worker.admin_file))

@@ -99,7 +99,7 @@ class Accounts:
     # --- hooks ------------------------------------------------------------------------------
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         governed = _governed(flow)
         if governed is None:
             return
@@ -109,6 +109,8 @@ class Accounts:
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
+        if self.runtime.in_pool:
+            await self._learn_bindings(flow, context, service)
         if self._session_refused(flow, context, service):
             return
         target = _target(flow, context)
@@ -199,11 +201,7 @@ class Accounts:
                          service: Service) -> bool:
         """A session cookie bound to someone else, or never bound, is refused; a refused
         unbound cookie is also expired, so that the next attempt starts signed out."""
-        values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
-            if service.session_cookie else []
-        if service.session_tokens is not None:
-            values += request_tokens(service.session_tokens, _target(flow, context),
-                                     flow.request.headers.items(multi=True))
+        values = _session_values(flow, context, service)
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -221,6 +219,24 @@ class Accounts:
             for header in _expiring_cookies(flow, service, service.session_cookie):
                 flow.response.headers.add("Set-Cookie", header)
         return True
+
+    async def _learn_bindings(self, flow: http.HTTPFlow, context: FlowContext,
+                              service: Service) -> None:
+        """With several proxy workers, a session this one does not know as the employee's may
+        have been bound by another: read those from the shared database (off the loop)."""
+        sessions = self._sessions()
+        employee = context.decision.employee
+        digests = [sessions.digest(service.id, value)
+                   for value in _session_values(flow, context, service)
+                   if sessions.owner(service.id, value) != employee]
+        if not digests:
+            return
+        try:
+            owners = await self.runtime.state_call(
+                "read_bindings", lambda db: db.binding_owners(service.id, digests))
+        except StateOperationError:
+            return  # logged and counted; memory decides, as with one process
+        sessions.learn(service.id, owners)
 
     def _guard_headers(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
                        target: Target) -> None:
@@ -346,6 +362,16 @@ class Accounts:
         if worker is None:
             raise RuntimeError("the state database is not open")
         return worker
+
+
+def _session_values(flow: http.HTTPFlow, context: FlowContext, service: Service) -> list[str]:
+    """The session cookie values and tokens the request carries for `service`."""
+    values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
+        if service.session_cookie else []
+    if service.session_tokens is not None:
+        values += request_tokens(service.session_tokens, _target(flow, context),
+                                 flow.request.headers.items(multi=True))
+    return values
 
 
 def _governed(

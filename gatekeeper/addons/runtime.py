@@ -50,8 +50,10 @@ class Runtime:
         # the destination guard refuses their ports, /readyz gains the directory's line.
         self.listeners: list[AdminServer] = []
         self.admin: AdminServer | None = None
-        # With `serve --workers N`: whether this process sends the shared outbox's messages
-        # (one worker does), and the supervisor's listeners, refused like its own.
+        # With `serve --workers N`: one of several processes sharing the state database (other
+        # workers bind sessions too), whether it sends the shared outbox's messages (one worker
+        # does), and the supervisor's listeners, refused like its own.
+        self.in_pool = False
         self.delivers_notifications = True
         self.group_ports: frozenset[int] = frozenset()
 

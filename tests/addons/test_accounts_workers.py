@@ -1,0 +1,57 @@
+"""Session bindings across the workers of `serve --workers N`: a session bound by one worker
+is the employee's in another, which reads it from the shared state database on a miss."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mitmproxy.test import tutils
+from support.flows import make_flow, make_runtime, run_hooks
+from test_accounts_addon import login, run
+
+from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.lifecycle import Lifecycle
+from gatekeeper.addons.runtime import Runtime
+
+
+def started(runtime: Runtime, tmp_path) -> Accounts:
+    addon = Accounts(runtime)
+
+    async def start(tctx) -> None:
+        addon.running()
+
+    run_hooks(Lifecycle(runtime), addon, call=start, gatekeeper_state_dir=str(tmp_path / "state"))
+    return addon
+
+
+def stored(runtime: Runtime) -> bool:
+    assert runtime.state_worker is not None
+    return bool(runtime.state_worker.call("test", lambda db: db.load_bindings(), reading=True))
+
+
+@pytest.mark.parametrize("in_pool", [True, False])
+def test_a_session_bound_by_one_worker_is_known_to_another(tmp_path, policy, in_pool) -> None:
+    first = make_runtime(tmp_path, policy)
+    second = make_runtime(tmp_path, policy)  # the same state directory, another connection
+    second.in_pool = in_pool
+    worker_a, worker_b = started(first, tmp_path), started(second, tmp_path)
+
+    upstream = tutils.tresp(headers=((b"set-cookie", b"li_at=SESSION1; Path=/"),))
+    run(first, worker_a, login("alice", "alice@clinic.example"), upstream=upstream)
+    deadline = time.monotonic() + 5
+    while not stored(first):  # the binding is written in the background
+        assert time.monotonic() < deadline, "binding not written"
+        time.sleep(0.02)
+
+    flow = run(second, worker_b, make_flow("www.linkedin.com", "/feed/", user="alice",
+                                           headers={"cookie": "li_at=SESSION1"}))
+    if in_pool:
+        assert flow.response.status_code == 200
+        assert worker_b.sessions.owner("linkedin", "SESSION1") == "alice"
+    else:  # one process alone trusts its memory, as before
+        assert flow.response.headers["X-Gatekeeper-Reason"] == "unverified_session"
+
+    stranger = run(second, worker_b, make_flow("www.linkedin.com", "/feed/", user="alice",
+                                               headers={"cookie": "li_at=NEVER-BOUND"}))
+    assert stranger.response.headers["X-Gatekeeper-Reason"] == "unverified_session"
