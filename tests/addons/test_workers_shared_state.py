@@ -1,18 +1,21 @@
-"""Session bindings across the workers of `serve --workers N`: a session bound by one worker
-is the employee's in another, which reads it from the shared state database on a miss."""
+"""What one worker of `serve --workers N` records, another honours: a session it bound, terms
+accepted through it (the other reads the shared state database on a miss)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import pytest
 from mitmproxy.test import tutils
-from support.flows import make_flow, make_runtime, run_hooks
+from support.flows import cycle, make_flow, make_policy, make_runtime, run_hooks
 from test_accounts_addon import login, run
 
 from gatekeeper.addons.accounts import Accounts
+from gatekeeper.addons.enforce import AllowedCounter, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
 from gatekeeper.addons.runtime import Runtime
+from gatekeeper.addons.terms import Terms
 
 
 def started(runtime: Runtime, tmp_path) -> Accounts:
@@ -55,3 +58,26 @@ def test_a_session_bound_by_one_worker_is_known_to_another(tmp_path, policy, in_
     stranger = run(second, worker_b, make_flow("www.linkedin.com", "/feed/", user="alice",
                                                headers={"cookie": "li_at=NEVER-BOUND"}))
     assert stranger.response.headers["X-Gatekeeper-Reason"] == "unverified_session"
+
+
+@pytest.mark.parametrize("in_pool", [True, False])
+def test_terms_accepted_through_one_worker_are_accepted_in_another(tmp_path, services,
+                                                                    approvals, in_pool) -> None:
+    approvals["require_terms_acknowledgement"] = True
+    policy = make_policy(tmp_path / "config", services=services, approvals=approvals)
+    first, second = make_runtime(tmp_path, policy), make_runtime(tmp_path, policy)
+    second.in_pool = in_pool
+    terms_url = policy.services["linkedin"].terms_url
+    assert first.state_worker is not None
+    first.state_worker.call("test", lambda db: db.acknowledge(
+        "alice", "linkedin", terms_url, dt.datetime.now(dt.UTC)))
+
+    terms = Terms(second)
+    terms.running()  # started before the acceptance: its memory does not have it
+    terms.acknowledged.clear()
+    flow = cycle(Enforcer(second), terms, AllowedCounter(second),
+                 flow=make_flow("www.linkedin.com", "/feed/", user="alice"))
+    if in_pool:
+        assert flow.response.status_code == 200
+    else:
+        assert flow.response.headers["X-Gatekeeper-Reason"] == "terms_not_acknowledged"
