@@ -53,6 +53,9 @@ STEADY_SECONDS = 60.0  # a worker up this long restarts without back-off next ti
 STOP_SECONDS = 15.0  # within systemd's TimeoutStopSec=20s
 PROBE_SECONDS = 2.0
 TEXT = "text/plain; charset=utf-8"
+# A clean stop: systemd signals the whole group too, and a second SIGTERM that lands after the
+# worker's loop has ended (its handlers gone) ends it by the signal itself.
+STOPPED = (0, -signal.SIGTERM, -signal.SIGINT)
 
 
 @dataclass
@@ -247,9 +250,9 @@ class Pool:
                 log.error("worker_killed", worker=worker.index, pid=worker.process.pid)
                 worker.process.kill()
                 status = worker.process.wait()
-            if status:
+            if status not in STOPPED:
                 log.error("worker_stopped", worker=worker.index, status=status)
-            worst = max(worst, 1 if status else 0)
+                worst = 1
         return worst
 
     def _signal_all(self, signum: int) -> None:
