@@ -302,3 +302,14 @@ def test_udp_modes_are_refused_with_workers(gk, tmp_path):
                hosts={}, wait=False)
     assert proxy.wait_exit() == 2
     assert "UDP" in proxy.stderr
+
+
+@pytest.mark.e2e
+def test_sigterm_to_the_whole_group_as_systemd_sends_it_stops_with_status_0(gk, tmp_path):
+    proxy = gk(_address_config(tmp_path), args=WORKERS, hosts={})
+    assert proxy.process is not None
+    for pid in [*_worker_pids(proxy), proxy.process.pid]:
+        os.kill(pid, signal.SIGTERM)
+    assert proxy.wait_exit() == 0, proxy.stdout
+    assert not port_open(proxy.listen_port)
+    assert not port_open(proxy.metrics_port)
