@@ -17,6 +17,7 @@ admin listener is private, on loopback, its port announced in `<state-dir>/worke
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -53,6 +54,7 @@ STEADY_SECONDS = 60.0  # a worker up this long restarts without back-off next ti
 STOP_SECONDS = 15.0  # within systemd's TimeoutStopSec=20s
 PROBE_SECONDS = 2.0
 TEXT = "text/plain; charset=utf-8"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # A clean stop: systemd signals the whole group too, and a second SIGTERM that lands after the
 # worker's loop has ended (its handlers gone) ends it by the signal itself.
 STOPPED = (0, -signal.SIGTERM, -signal.SIGINT)
@@ -108,12 +110,15 @@ def supervise(settings: ServeSettings, count: int, log_format: str, log_level: s
     run_dir = settings.state_dir / RUN_DIR
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(mode=0o700)
+    held: list[socket.socket] = []
     try:
         held, settings = _hold_ports(settings)
+        pool = Pool(settings, count, run_dir, log_format, log_level)  # binds the admin port
     except OSError as e:
+        for sock in held:
+            sock.close()
         print(f"gatekeeper: cannot listen: {e}", file=sys.stderr)
         return 1
-    pool = Pool(settings, count, run_dir, log_format, log_level)
     try:
         return pool.run()
     finally:
@@ -198,7 +203,7 @@ class Pool:
                     worker.process = None
                     if not self.ready_once:
                         log.error("worker_failed_to_start", worker=worker.index, status=status)
-                        return status or 1
+                        return status if status > 0 else 1  # killed by a signal: 1
                     self._schedule_restart(worker, status, now)
                 if worker.process is None and worker.restart_at is not None \
                         and now >= worker.restart_at and not self.stopping:
@@ -220,6 +225,7 @@ class Pool:
             "group_ports": list(worker.role.group_ports),
             "log_format": self.log_format,
             "log_level": self.log_level,
+            "supervisor": os.getpid(),
             "settings": dataclasses.asdict(worker.settings),
         }, default=str)
         worker.process = subprocess.Popen([sys.executable, "-m", "gatekeeper.workers"], env=env)
@@ -318,12 +324,23 @@ class Pool:
 def main() -> int:
     """A worker: `python -m gatekeeper.workers`, started by the supervisor with its role."""
     spec = json.loads(os.environ.pop(WORKER_ENV))
+    _end_with_the_supervisor(spec["supervisor"])
     logs.configure(spec["log_format"], spec["log_level"])
     raw = spec["settings"]
     settings = ServeSettings(**{**raw, "config_dir": Path(raw["config_dir"]),
                                 "state_dir": Path(raw["state_dir"])})
     role = WorkerRole(spec["index"], Path(spec["admin_file"]), tuple(spec["group_ports"]))
     return serve(settings, role)
+
+
+def _end_with_the_supervisor(supervisor: int) -> None:
+    """Have the kernel send this worker SIGTERM when the supervisor dies (even by SIGKILL), so
+    no orphan keeps the shared port (Linux `PR_SET_PDEATHSIG`)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("parent_death_signal_unavailable", error=os.strerror(ctypes.get_errno()))
+    if os.getppid() != supervisor:  # it died before the request took effect
+        sys.exit(1)
 
 
 if __name__ == "__main__":

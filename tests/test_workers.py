@@ -313,3 +313,19 @@ def test_sigterm_to_the_whole_group_as_systemd_sends_it_stops_with_status_0(gk, 
     assert proxy.wait_exit() == 0, proxy.stdout
     assert not port_open(proxy.listen_port)
     assert not port_open(proxy.metrics_port)
+
+
+@pytest.mark.e2e
+def test_workers_end_when_the_supervisor_is_killed(gk, tmp_path):
+    proxy = gk(_address_config(tmp_path), args=WORKERS, hosts={})
+    pids = _worker_pids(proxy)
+    proxy.kill()  # SIGKILL: no chance to stop them itself
+
+    def gone(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    _wait(lambda: all(gone(pid) for pid in pids), what="the workers ended")
+    assert not port_open(proxy.listen_port)
