@@ -41,7 +41,7 @@ from gatekeeper.addons.forms import (
 from gatekeeper.addons.runtime import Runtime, leave_unread, log
 from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
-from gatekeeper.notify import Notifier, messages
+from gatekeeper.notify import POLL_SECONDS, POOL_POLL_SECONDS, Notifier, messages
 from gatekeeper.statedb import AccessRequest, StateDB, confirm_written
 from gatekeeper.statedb.worker import StateOperationError
 
@@ -69,7 +69,9 @@ class Portal:
         state = self.runtime.state  # opened by Lifecycle.running, which runs first
         if state is None or self.notifier is not None or not self.runtime.delivers_notifications:
             return
-        self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
+        self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics,
+                                 poll_seconds=POOL_POLL_SECONDS if self.runtime.in_pool
+                                 else POLL_SECONDS)
         self.notifier.start()
 
     def done(self) -> None:

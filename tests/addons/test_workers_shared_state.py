@@ -1,5 +1,6 @@
 """What one worker of `serve --workers N` records, another honours: a session it bound, terms
-accepted through it (the other reads the shared state database on a miss)."""
+accepted through it (the other reads the shared state database on a miss); one worker sends
+the approver's notifications."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from test_accounts_addon import login, run
 from gatekeeper.addons.accounts import Accounts
 from gatekeeper.addons.enforce import AllowedCounter, Enforcer
 from gatekeeper.addons.lifecycle import Lifecycle
+from gatekeeper.addons.portal import Portal
 from gatekeeper.addons.runtime import Runtime
 from gatekeeper.addons.terms import Terms
+from gatekeeper.notify import POLL_SECONDS, POOL_POLL_SECONDS
 
 
 def started(runtime: Runtime, tmp_path) -> Accounts:
@@ -81,3 +84,21 @@ def test_terms_accepted_through_one_worker_are_accepted_in_another(tmp_path, ser
         assert flow.response.status_code == 200
     else:
         assert flow.response.headers["X-Gatekeeper-Reason"] == "terms_not_acknowledged"
+
+
+def test_one_worker_sends_the_notifications_and_looks_at_the_outbox_often(tmp_path,
+                                                                         policy) -> None:
+    sender, other = make_runtime(tmp_path, policy), make_runtime(tmp_path, policy)
+    for runtime in (sender, other):
+        runtime.in_pool = True
+    other.delivers_notifications = False
+    portals = [Portal(sender), Portal(other)]
+    try:
+        for portal in portals:
+            portal.running()
+        assert portals[0].notifier is not None
+        assert portals[0].notifier.poll_seconds == POOL_POLL_SECONDS < POLL_SECONDS
+        assert portals[1].notifier is None
+    finally:
+        for portal in portals:
+            portal.done()
