@@ -58,7 +58,7 @@ class WorkerRole:
 
     index: int  # 0 delivers the notifications (one sender for the shared outbox)
     admin_file: Path  # where it writes its private admin listener's port for the supervisor
-    group_ports: tuple[int, ...] = ()  # the supervisor's listeners: refused as destinations
+    group_ports: tuple[int, ...] = ()  # the group's other listeners: refused as destinations
 
 
 def serve(settings: ServeSettings, worker: WorkerRole | None = None) -> int:

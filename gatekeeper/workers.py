@@ -151,13 +151,14 @@ class Pool:
 
     def __init__(self, settings: ServeSettings, count: int, run_dir: Path,
                  log_format: str, log_level: str) -> None:
-        self.settings = settings
         self.log_format = log_format
         self.log_level = log_level
         self.admin: AdminServer | None = None
         if settings.metrics_port >= 0:
             self.admin = AdminServer(None, settings.metrics_host, settings.metrics_port)
-        group_ports = (self.admin.address[1],) if self.admin else ()
+        # Refused as destinations by every worker: the supervisor's listener, worker 0's PAC one.
+        group_ports = (*((self.admin.address[1],) if self.admin else ()),
+                       *((settings.pac_port,) if settings.pac_port > 0 else ()))
         self.workers = [
             Worker(i, WorkerRole(i, run_dir / f"{i}.port", group_ports),
                    dataclasses.replace(settings, metrics_host="127.0.0.1", metrics_port=0,

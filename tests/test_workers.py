@@ -210,6 +210,8 @@ def test_two_workers_share_the_address_enforce_and_sum_their_metrics(gk, fake_si
         assert _get(proxy, facebook) == 403  # blocked, whichever worker took it
         assert _get(proxy, linkedin) == 200  # alice's grant, known by her address
         assert _get(proxy, linkedin, source="127.0.0.2") == 403  # an unknown device
+        # The supervisor's listener is the gateway's own, whichever worker is asked.
+        assert _get(proxy, f"http://127.0.0.1:{proxy.metrics_port}/metrics") == 403
     assert fake_sites.facebook.connections == 0
 
     per_worker = [_worker_metric(port, "gatekeeper_blocked_total", service="facebook")
