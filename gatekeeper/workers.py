@@ -55,6 +55,7 @@ STOP_SECONDS = 15.0  # within systemd's TimeoutStopSec=20s
 PROBE_SECONDS = 2.0
 TEXT = "text/plain; charset=utf-8"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+MIGRATE_SYSCTL = "/proc/sys/net/ipv4/tcp_migrate_req"
 # A clean stop: systemd signals the whole group too, and a second SIGTERM that lands after the
 # worker's loop has ended (its handlers gone) ends it by the signal itself.
 STOPPED = (0, -signal.SIGTERM, -signal.SIGINT)
@@ -119,6 +120,7 @@ def supervise(settings: ServeSettings, count: int, log_format: str, log_level: s
             sock.close()
         print(f"gatekeeper: cannot listen: {e}", file=sys.stderr)
         return 1
+    _check_queue_migration()
     try:
         return pool.run()
     finally:
@@ -144,6 +146,18 @@ def _hold_ports(settings: ServeSettings) -> tuple[list[socket.socket], ServeSett
             sock.close()
         raise
     return held, settings
+
+
+def _check_queue_migration() -> None:
+    """Say so when connections waiting for a worker that dies are reset rather than handed to
+    another worker (Linux `net.ipv4.tcp_migrate_req`, 5.14 and later)."""
+    try:
+        enabled = Path(MIGRATE_SYSCTL).read_text().strip() == "1"
+    except OSError:
+        return  # an older kernel: nothing to turn on
+    if not enabled:
+        log.warning("tcp_migrate_req_off", hint="connections a dying worker has not accepted "
+                    "yet are reset; set net.ipv4.tcp_migrate_req = 1 (docs/deployment.md)")
 
 
 class Pool:

@@ -265,13 +265,14 @@ def test_a_killed_worker_is_restarted_and_the_address_keeps_answering(gk, fake_s
     assert len(pids) == 2, pids
 
     os.kill(pids[0], signal.SIGKILL)
-    _wait(lambda: pids[0] not in _worker_pids(proxy), what="the worker is gone")
+    # Reaped: its listening socket is closed (a connection racing its death is reset unless
+    # net.ipv4.tcp_migrate_req is 1, docs/deployment.md), new ones go to the other worker.
+    proxy.wait_for_log(lambda e: e.get("event") == "worker_exited")
     assert all(_get(proxy, facebook) == 403 for _ in range(CONNECTIONS))  # the other answers
     _wait(lambda: len(_worker_pids(proxy)) == 2 and proxy.readyz()[0] == 200,
           what="a new worker is ready")
     assert pids[0] not in _worker_pids(proxy)
     proxy.wait_for_metric("gatekeeper_blocked_total", 2 * CONNECTIONS, service="facebook")
-    assert any(e.get("event") == "worker_exited" for e in proxy.log_lines())
 
 
 @pytest.mark.e2e
