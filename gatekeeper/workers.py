@@ -182,7 +182,8 @@ class Pool:
         self.merged = MergedScrapes()
         self.stopping = False
         self.reload_requested = False
-        self.ready_once = False
+        self.ready_once = False  # every worker was ready at least once (/readyz said so)
+        self.notified = False  # READY=1 sent
 
     # --- running ----------------------------------------------------------------------------
 
@@ -225,6 +226,8 @@ class Pool:
                     self._start(worker)
             if not self.ready_once and self._all_ready():
                 self.ready_once = True
+            if self.ready_once and not self.notified:
+                self.notified = True
                 _sd_notify(b"READY=1")
                 log.info("workers_ready", workers=len(self.workers),
                          pids=[w.process.pid for w in self.workers if w.process])
@@ -317,6 +320,7 @@ class Pool:
         """Ready when every worker is: worker 0's text, or each worker's state."""
         answers = [worker.get("/readyz") for worker in self.workers]
         if all(answer.status == 200 for answer in answers):
+            self.ready_once = True  # from now on a dying worker is restarted
             return answers[0]
         lines = [f"worker {i}: {answer.body.decode(errors='replace').strip()}"
                  for i, answer in enumerate(answers) if answer.status != 200]
