@@ -22,6 +22,7 @@ figure is the median of --repeat runs):
   employees and at 10,000 employees (each with a device address, 5 grants each: 50,000),
   and the RSS after the first and after --reloads reloads of the large file.
 - the pure decision function alone (no proxy), in nanoseconds per call.
+- `serve --workers 2` against `--workers 1` (bench/workers.py, case `workers`).
 """
 
 from __future__ import annotations
