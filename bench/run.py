@@ -22,6 +22,7 @@ figure is the median of --repeat runs):
   employees and at 10,000 employees (each with a device address, 5 grants each: 50,000),
   and the RSS after the first and after --reloads reloads of the large file.
 - the pure decision function alone (no proxy), in nanoseconds per call.
+- `serve --workers 2` against `--workers 1` (bench/workers.py, case `workers`).
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ class Bench:
     rss: dict[str, float] = field(default_factory=dict)
     reload: dict[str, list[float]] = field(default_factory=dict)
     reload_rss: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, list] = field(default_factory=dict)  # bench/workers.py: 1 vs 2 workers
 
     def gatekeeper(self, name: str, approvals: str, *extra: str) -> Proxy:
         config = self.work / f"config-{name}"
@@ -428,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=10_000, help="employees in the large file")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny counts: check that every case yields a number")
-    parser.add_argument("--cases", default="startup,reload,throughput",
+    parser.add_argument("--cases", default="startup,reload,throughput,workers",
                         help="which cases to run (comma-separated; default: all)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
@@ -459,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                                watch_memory=True)
             if "throughput" in args.cases:
                 measure_throughput(bench)
+            if "workers" in args.cases:
+                from workers import measure_workers  # bench/workers.py
+
+                measure_workers(bench)
     report = render(bench, decision_ns())
     print(report)
     if args.out:
@@ -530,6 +536,10 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
             f"| RSS over reloads, {args.large:,} employees | {last:.0f} MiB "
             f"{list(bench.reload_rss)[1]} | {first:.0f} MiB after the first | "
             f"{last / first:.2f}x | <= 1.10x | {BASELINE['RSS after reloads']} |")
+    if bench.workers:
+        from workers import render_workers
+
+        lines += render_workers(bench)
     lines += ["", "| pure decision (`gatekeeper.core.decision.decide`) | ns per call |",
               "|---|---:|"]
     lines += [f"| {name} | {ns:.0f} |" for name, ns in decisions.items()]

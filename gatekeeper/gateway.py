@@ -35,6 +35,7 @@ DEFAULT_PORTS: dict[str, int | None] = {
     "port": DEFAULT_PROXY_PORT, "transparent_port": 8081, "metrics_port": DEFAULT_METRICS_PORT,
     "pac_port": None,
 }
+MAX_WORKERS = 64  # `workers:`: proxy processes (one per core); a typo like 400 is refused
 
 
 class GatewayMode(enum.StrEnum):
@@ -59,6 +60,7 @@ class GatewayConfig:
     exempt_sources: tuple[IPNetwork, ...]
     exempt_destinations: tuple[IPNetwork, ...]
     directory: DirectorySettings | None = None  # the office directory (LDAP, AD), if used
+    workers: int = 1  # proxy processes sharing the listeners (`gatekeeper serve --workers`)
 
     @property
     def redirect_port(self) -> int:
@@ -100,7 +102,7 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
     """Validate a parsed `gateway.yaml`; raises `ConfigError` listing every problem."""
     f = FileChecker(str(path), [])
     top = f.mapping(root, GATEWAY_FILE, required=("mode", "lan"),
-                    optional=("proxy", "exempt", "directory"))
+                    optional=("proxy", "exempt", "directory", "workers"))
     if top is None:
         raise ConfigError(f.problems)
     mode = GatewayMode.EXPLICIT
@@ -147,6 +149,7 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
             exempt_destinations = _networks(f, exempt.get("destinations"), "exempt: destinations")
 
     directory = parse_directory(f, top["directory"]) if "directory" in top else None
+    workers = _workers(f, top["workers"]) if "workers" in top else 1
 
     if f.problems:
         raise ConfigError(f.problems)
@@ -162,6 +165,7 @@ def parse_gateway(path: Path, root: Node) -> GatewayConfig:
         exempt_sources=tuple(exempt_sources),
         exempt_destinations=tuple(exempt_destinations),
         directory=directory,
+        workers=workers,
     )
 
 
@@ -187,6 +191,13 @@ def _networks(f: FileChecker, node: Node | None, what: str) -> list[IPNetwork]:
         except ValueError:
             f.error(item, f"{what}: {item.value!r} is not an IP address or CIDR")
     return networks
+
+
+def _workers(f: FileChecker, node: Node) -> int:
+    if node.kind != "int" or not 1 <= node.value <= MAX_WORKERS:
+        f.error(node, f"workers must be a number of processes (1-{MAX_WORKERS})")
+        return 1
+    return int(node.value)
 
 
 def _port(f: FileChecker, node: Node, what: str) -> int:

@@ -49,6 +49,8 @@ SMTP_TIMEOUT_SECONDS = 10.0
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 900.0
 POLL_SECONDS = 30.0  # a safety net: new requests wake the sender at once
+# With `serve --workers N` one worker sends for all: the others' requests cannot wake it.
+POOL_POLL_SECONDS = 2.0
 
 Sender = Callable[[Mapping[str, Any], dict[str, Any]], None]
 Sending = tuple[Sender, Mapping[str, Any], dict[str, Any]]  # sender, its settings, payload
@@ -210,8 +212,10 @@ class Notifier:
     """Delivers the outbox from a daemon thread; `wake()` after queueing a new message."""
 
     def __init__(self, db: StateDB, policy: Callable[[], Policy | None], metrics: Metrics, *,
-                 first_retry: float = FIRST_RETRY_SECONDS) -> None:
+                 first_retry: float = FIRST_RETRY_SECONDS,
+                 poll_seconds: float = POLL_SECONDS) -> None:
         self.db = db
+        self.poll_seconds = poll_seconds
         self.policy = policy
         self.metrics = metrics
         self.first_retry = first_retry
@@ -296,7 +300,8 @@ class Notifier:
             except Exception as e:  # the database is busy or gone: try again later
                 log.error("notifications_unreadable", error=f"{type(e).__name__}: {e}")
                 next_retry = None
-            timeout = POLL_SECONDS if next_retry is None else min(POLL_SECONDS, next_retry)
+            poll = self.poll_seconds
+            timeout = poll if next_retry is None else min(poll, next_retry)
             self._wake.wait(max(0.05, timeout))
 
 

@@ -5,6 +5,10 @@ with status 2 and the `path:line` problems on stderr, unless the state directory
 good configuration (gatekeeper.snapshot): then that is enforced, loudly, rather than leaving the
 office without the web while the firewall still sends it here. SIGTERM and SIGINT stop gracefully,
 SIGHUP reloads the configuration (mitmdump alone would die on it).
+
+With `--workers N` (gatekeeper.workers) each worker process runs `serve` with a `WorkerRole`:
+its listeners share the port with the others (gatekeeper.shared_port), its admin listener is
+private (the supervisor merges them into one), and only worker 0 delivers notifications.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import load_policy
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.logs import get_logger
+from gatekeeper.shared_port import SharedPortLoop
 
 log = get_logger("gatekeeper.serve")
 EXIT_CONFIG = 2
@@ -50,8 +55,32 @@ class ServeSettings:
     mitmproxy_options: list[str] = field(default_factory=list)  # "name=value" as for --set
 
 
-def serve(settings: ServeSettings) -> int:
+@dataclass(frozen=True)
+class WorkerRole:
+    """What a worker of `gatekeeper serve --workers N` does differently."""
+
+    index: int  # 0 delivers the notifications (one sender for the shared outbox)
+    admin_file: Path  # where it writes its private admin listener's port for the supervisor
+    group_ports: tuple[int, ...] = ()  # the group's other listeners: refused as destinations
+
+
+def serve(settings: ServeSettings, worker: WorkerRole | None = None) -> int:
     """Run until a stop signal; returns the process exit status."""
+    status = check_configuration(settings)
+    if status is not None:
+        return status
+    _route_mitmproxy_logging()
+    try:
+        with asyncio.Runner(loop_factory=SharedPortLoop if worker else None) as runner:
+            return runner.run(_run(settings, worker))
+    except exceptions.OptionsError as e:
+        print(f"gatekeeper: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def check_configuration(settings: ServeSettings) -> int | None:
+    """Load the configuration once before anything listens and make the state directory;
+    the exit status if the configuration is invalid (its problems on stderr), else None."""
     try:  # the shared cache lets the reloader's first load reuse this one's work
         load_policy(settings.config_dir, cache=LoadCache.shared(settings.config_dir))
     except ConfigError as e:
@@ -65,20 +94,20 @@ def serve(settings: ServeSettings) -> int:
               f"last good one from {snapshot.snapshot_dir(settings.state_dir)}",
               file=sys.stderr)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _route_mitmproxy_logging()
-    try:
-        return asyncio.run(_run(settings))
-    except exceptions.OptionsError as e:
-        print(f"gatekeeper: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+    return None
 
 
-async def _run(settings: ServeSettings) -> int:
+async def _run(settings: ServeSettings, worker: WorkerRole | None) -> int:
     options = Options()
     master = DumpMaster(options, with_termlog=False, with_dumper=False)
     runtime = Runtime()
     addons = all_addons(runtime)
     master.addons.add(Addons(addons))  # one chain entry: mitmproxy dispatches each event once
+    if worker is not None:
+        runtime.in_pool = True
+        runtime.delivers_notifications = worker.index == 0
+        runtime.group_ports = frozenset(worker.group_ports)
+        master.addons.add(_AnnounceAdmin(runtime, worker.admin_file))
     lifecycle = next(a for a in addons if isinstance(a, Lifecycle))
     options.update(
         listen_host=settings.listen_host,
@@ -112,6 +141,21 @@ def _reload(lifecycle: Lifecycle, runtime: Runtime) -> None:
     lifecycle.reload()
     if runtime.directory is not None:
         runtime.directory.refresh_soon()
+
+
+class _AnnounceAdmin:
+    """A worker's `running`, after Lifecycle's: tell the supervisor where its admin listener
+    (port 0: any free one) answers, by a file replaced in one step."""
+
+    def __init__(self, runtime: Runtime, path: Path) -> None:
+        self.runtime = runtime
+        self.path = path
+
+    def running(self) -> None:
+        if self.runtime.admin is not None:
+            partial = self.path.with_suffix(".partial")
+            partial.write_text(f"{self.runtime.admin.address[1]}\n")
+            partial.replace(self.path)
 
 
 class _ToStructlog(logging.Handler):

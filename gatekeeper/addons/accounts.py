@@ -132,7 +132,7 @@ class Accounts:
     # --- hooks ------------------------------------------------------------------------------
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         governed = _governed(flow)
         if governed is None:
             return
@@ -142,6 +142,8 @@ class Accounts:
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
+        if self.runtime.in_pool:
+            await self._learn_bindings(flow, context, service)
         target = _target(flow, context)
         prohibited = match_action(service.prohibited, target, None)
         if prohibited is not None:  # first: its query may hold an OAuth request token, and
@@ -269,15 +271,9 @@ class Accounts:
                          service: Service, values: list[str] | None = None) -> bool:
         """A session cookie or token bound to someone else, or never bound, is refused; a
         refused unbound cookie is also expired, so that the next attempt starts signed out.
-        `values`: tokens found in the body; by default the cookie, token headers and query.
-        A sign-in request's tokens (Facebook's app token on auth/login) are not sessions."""
+        `values`: tokens found in the body; by default the cookie, token headers and query."""
         if values is None:
-            values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
-                if service.session_cookie and _signed_in(flow.request, service) else []
-            target = _target(flow, context)
-            if service.session_tokens is not None and login_rule(service, target) is None:
-                values += request_tokens(service.session_tokens, target,
-                                         flow.request.headers.items(multi=True))
+            values = _session_values(flow, context, service)
         if not values:
             return False  # not signed in: nothing to check
         sessions = self._sessions()
@@ -329,6 +325,24 @@ class Accounts:
             return self._block(flow, context, Reason.UNREADABLE_REQUEST)
         self._audit(decision.employee, service.id, UNREADABLE, outcome=UNREADABLE)
         return False
+
+    async def _learn_bindings(self, flow: http.HTTPFlow, context: FlowContext,
+                              service: Service) -> None:
+        """With several proxy workers, a session this one does not know as the employee's may
+        have been bound by another: read those from the shared database (off the loop)."""
+        sessions = self._sessions()
+        employee = context.decision.employee
+        digests = [sessions.digest(service.id, value)
+                   for value in _session_values(flow, context, service)
+                   if sessions.owner(service.id, value) != employee]
+        if not digests:
+            return
+        try:
+            owners = await self.runtime.state_call(
+                "read_bindings", lambda db: db.binding_owners(service.id, digests))
+        except StateOperationError:
+            return  # logged and counted; memory decides, as with one process
+        sessions.learn(service.id, owners)
 
     def _guard_headers(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
                        target: Target) -> None:
@@ -528,6 +542,19 @@ class Accounts:
         if worker is None:
             raise RuntimeError("the state database is not open")
         return worker
+
+
+def _session_values(flow: http.HTTPFlow, context: FlowContext, service: Service) -> list[str]:
+    """The session cookie values (where `session: when` says the browser is signed in) and
+    tokens the request carries for `service`. A sign-in request's tokens (Facebook's app token
+    on auth/login) are not sessions."""
+    request = flow.request
+    values = [v for v in request.cookies.get_all(service.session_cookie) if v] \
+        if service.session_cookie and _signed_in(request, service) else []
+    target = _target(flow, context)
+    if service.session_tokens is not None and login_rule(service, target) is None:
+        values += request_tokens(service.session_tokens, target, request.headers.items(multi=True))
+    return values
 
 
 def _governed(

@@ -224,6 +224,7 @@ def own_ports(runtime: Runtime) -> set[int]:
         if isinstance(value, int) and value > 0:
             ports.add(value)
     ports.update(listener.address[1] for listener in runtime.listeners)  # also when 0 was asked
+    ports.update(runtime.group_ports)  # with workers: the supervisor's, worker 0's PAC
     return ports
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Mapping
-from pathlib import Path
 
 from mitmproxy import ctx, http
 
@@ -44,8 +43,8 @@ from gatekeeper.addons.runtime import Runtime, leave_unread, log
 from gatekeeper.console.links import LinkSigner
 from gatekeeper.core.model import Verdict
 from gatekeeper.core.paths import path_key
-from gatekeeper.notify import Notifier, messages
-from gatekeeper.statedb import AccessRequest, StateDB, confirm_written, load_secret
+from gatekeeper.notify import POLL_SECONDS, POOL_POLL_SECONDS, Notifier, messages
+from gatekeeper.statedb import AccessRequest, StateDB, confirm_written
 from gatekeeper.statedb.worker import StateOperationError
 
 DEFAULT_REQUESTS_PER_HOUR = 5
@@ -73,8 +72,12 @@ class Portal:
         state = self.runtime.state  # opened by Lifecycle.running, which runs first
         if state is None or self.notifier is not None:
             return
-        self.links = LinkSigner(load_secret(Path(ctx.options.gatekeeper_state_dir)))
-        self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics)
+        self.links = LinkSigner(self.runtime.secret)
+        if not self.runtime.delivers_notifications:
+            return  # another worker sends them
+        self.notifier = Notifier(state, lambda: self.runtime.policy, self.runtime.metrics,
+                                 poll_seconds=POOL_POLL_SECONDS if self.runtime.in_pool
+                                 else POLL_SECONDS)
         self.notifier.start()
         self.runtime.wake_notifier = self.notifier.wake
 

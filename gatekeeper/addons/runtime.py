@@ -53,6 +53,13 @@ class Runtime:
         # the destination guard refuses their ports, /readyz gains the directory's line.
         self.listeners: list[AdminServer] = []
         self.admin: AdminServer | None = None
+        # With `serve --workers N`: one of several processes sharing the state database (other
+        # workers bind sessions too), whether it sends the shared outbox's messages (one worker
+        # does), and the supervisor's listeners, refused like its own.
+        self.in_pool = False
+        self.secret: bytes | None = None  # STATE_DIR/secret.key, once the state is open
+        self.delivers_notifications = True
+        self.group_ports: frozenset[int] = frozenset()
 
     def open_state(self, state_dir: Path) -> StateWorker:
         """Open the state database (once; later calls return it), check its integrity and
@@ -64,7 +71,8 @@ class Runtime:
         it cannot write, a newer schema, a damaged secret.key) raises StateError or OSError.
         """
         if self.state_worker is None:
-            csrf = CsrfTokens(load_secret(state_dir))
+            secret = load_secret(state_dir)
+            csrf = CsrfTokens(secret)
             try:
                 state, problem = StateDB(state_dir), None
             except StateError as e:
@@ -77,6 +85,7 @@ class Runtime:
             self.recorder.start(functools.partial(_record_events, worker),
                                 functools.partial(_prune_events, worker, self.holder))
             self.state, self.state_worker, self.csrf = state, worker, csrf
+            self.secret = secret
         return self.state_worker
 
     async def state_call(self, operation: str, job: Job[T]) -> T:

@@ -66,7 +66,7 @@ class Terms:
         self.acknowledged = {(a.employee, a.service, a.terms_url) for a in acknowledgements}
 
     @fail_closed
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         context = decided(flow)
         if flow.response is not None or context is None:
             return
@@ -75,6 +75,8 @@ class Terms:
             return
         terms_url = self.pending_terms(context.policy, decision)
         if terms_url is None or _is_terms_page(flow, terms_url):
+            return
+        if self.runtime.in_pool and await self._accepted_elsewhere(decision, terms_url):
             return
         context.terms_url = terms_url  # the interstitial links to them
         blocked = Decision(Verdict.BLOCK, Reason.TERMS_NOT_ACKNOWLEDGED, decision.service,
@@ -92,6 +94,17 @@ class Terms:
         if (grant.employee, service_id, service.terms_url) in self.acknowledged:
             return None
         return service.terms_url
+
+    async def _accepted_elsewhere(self, decision: Decision, terms_url: str) -> bool:
+        """With several proxy workers: whether another one recorded the acceptance (read
+        from the shared database, off the loop; every acceptance read is kept)."""
+        try:
+            acknowledgements = await self.runtime.state_call(
+                "read_acknowledgements", lambda db: db.acknowledgements())
+        except StateOperationError:
+            return False  # logged and counted; the terms are asked for, as with one process
+        self.acknowledged |= {(a.employee, a.service, a.terms_url) for a in acknowledgements}
+        return (decision.employee, decision.service, terms_url) in self.acknowledged
 
     # --- the portal endpoint ----------------------------------------------------------------
 

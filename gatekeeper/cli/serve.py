@@ -10,6 +10,7 @@ from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.gateway import (
     DEFAULT_METRICS_PORT,
     DEFAULT_PROXY_PORT,
+    MAX_WORKERS,
     GatewayConfig,
     gateway_file,
     load_gateway,
@@ -43,6 +44,9 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    "address), or with a port: transparent@8081 (default: from gateway.yaml, "
                    "else regular)")
     _pac_arguments(p)
+    p.add_argument("--workers", type=_worker_count, metavar="N",
+                   help="proxy processes sharing the listening address, one per core to use "
+                   "(default: workers in gateway.yaml, else 1)")
     p.add_argument("--metrics-employee-label", action="store_true",
                    help="add an employee label to the decision counters (off by default)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
@@ -84,22 +88,26 @@ def run_serve(args: argparse.Namespace) -> int:
             print_problems(e)
             return 2
     proxy_port, metrics_port, pac_port = _gateway_ports(cfg)
-    return serve(
-        ServeSettings(
-            config_dir=args.config_dir,
-            state_dir=args.state_dir,
-            listen_host=args.listen_host,
-            listen_port=_flag_or(args.listen_port, proxy_port),
-            metrics_host=args.metrics_host,
-            metrics_port=_flag_or(args.metrics_port, metrics_port),
-            modes=args.mode or (cfg.serve_modes() if cfg else ["regular"]),
-            pac_proxy=args.pac_proxy or (cfg.pac_proxy() if cfg else None) or "",
-            pac_host=args.pac_host,
-            pac_port=_flag_or(args.pac_port, pac_port),
-            metrics_employee_label=args.metrics_employee_label,
-            mitmproxy_options=args.mitmproxy_options,
-        )
+    settings = ServeSettings(
+        config_dir=args.config_dir,
+        state_dir=args.state_dir,
+        listen_host=args.listen_host,
+        listen_port=_flag_or(args.listen_port, proxy_port),
+        metrics_host=args.metrics_host,
+        metrics_port=_flag_or(args.metrics_port, metrics_port),
+        modes=args.mode or (cfg.serve_modes() if cfg else ["regular"]),
+        pac_proxy=args.pac_proxy or (cfg.pac_proxy() if cfg else None) or "",
+        pac_host=args.pac_host,
+        pac_port=_flag_or(args.pac_port, pac_port),
+        metrics_employee_label=args.metrics_employee_label,
+        mitmproxy_options=args.mitmproxy_options,
     )
+    workers = args.workers or (cfg.workers if cfg else 1)
+    if workers > 1:
+        from gatekeeper.workers import supervise
+
+        return supervise(settings, workers, args.log_format, args.log_level)
+    return serve(settings)
 
 
 def _gateway_ports(cfg: GatewayConfig | None) -> tuple[int, int, int]:
@@ -108,6 +116,13 @@ def _gateway_ports(cfg: GatewayConfig | None) -> tuple[int, int, int]:
     if cfg is None:
         return DEFAULT_PROXY_PORT, DEFAULT_METRICS_PORT, -1
     return cfg.proxy_port, cfg.metrics_port, cfg.pac_port or -1
+
+
+def _worker_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_WORKERS}")
+    return count
 
 
 def _flag_or(flag: int | None, default: int) -> int:

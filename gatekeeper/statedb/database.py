@@ -438,6 +438,19 @@ class StateDB:
                     (employee, service, keep),
                 )
 
+    def binding_owners(self, service: str, digests: Iterable[bytes]) -> dict[bytes, str]:
+        """The employee each of these digests is bound to, where one is (for a proxy worker
+        whose memory misses a binding another worker made)."""
+        with self._connection() as conn:
+            return {
+                bytes(digest): employee
+                for digest in dict.fromkeys(digests)
+                for (employee,) in conn.execute(
+                    "SELECT employee FROM session_bindings WHERE service = ? AND digest = ?",
+                    (service, digest),
+                )
+            }
+
     def load_bindings(self) -> list[Binding]:
         """Every binding, oldest first (to fill a `SessionCache` at start)."""
         with self._connection() as conn:

@@ -51,6 +51,15 @@ class SessionCache:
         """The employee this session value was bound to, or None if it never was."""
         return self._owner.get(session_digest(self._secret, service, cookie_value))
 
+    def digest(self, service: str, cookie_value: str) -> bytes:
+        return session_digest(self._secret, service, cookie_value)
+
+    def learn(self, service: str, digests: dict[bytes, str]) -> None:
+        """Add bindings read from the database (made by another proxy worker)."""
+        for digest, employee in digests.items():
+            if self._owner.get(digest) != employee:
+                self._add(service, digest, employee)
+
     def bind(self, service: str, cookie_value: str, employee: str, now: dt.datetime) -> Binding:
         digest = session_digest(self._secret, service, cookie_value)
         self._add(service, digest, employee)
