@@ -27,7 +27,7 @@ from mitmproxy import ctx, http
 
 from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
-from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
+from gatekeeper.addons.runtime import Runtime, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core import credentials
 from gatekeeper.core.hosts import normalize_host
@@ -111,14 +111,14 @@ class Accounts:
             return
         if self._session_refused(flow, context, service):
             return
-        target = _target(flow, context)
+        target = _target(flow, context, service)
         prohibited = match_action(service.prohibited, target, None)
         if prohibited is not None:
             self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action)
             return
-        if needs_body(service, target) or _guard_reads(service, target, flow.request):
+        if context.needs_body or _guard_reads(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
-        if login_rule(service, target) is None:
+        if context.login is None:
             self._guard_headers(flow, context, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
@@ -136,14 +136,13 @@ class Accounts:
         policy, decision = context.policy, context.decision
         if decision.verdict is not Verdict.ALLOW or context.body_unread:
             return
-        target = _target(flow, context)
+        target = _target(flow, context, service)
         guarded = _guard_reads(service, target, flow.request)
-        form = self._form(flow) if needs_body(service, target) or guarded else None
-        content_type = flow.request.headers.get("content-type", "")
-        if guarded and self._guard_refused(
-                flow, context, credentials.guard_form(service, content_type, form)):
+        form = self._form(flow) if context.needs_body or guarded else None
+        if guarded and self._guard_refused(flow, context, credentials.guard_form(
+                service, flow.request.headers.get("content-type", ""), form)):
             return
-        rule = step_rule(service, target, form)
+        rule = step_rule(service, target, form) if context.login is not None else None
         if rule is not None:
             accounts = accounts_of(policy, decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form)
@@ -202,7 +201,7 @@ class Accounts:
         values = [v for v in flow.request.cookies.get_all(service.session_cookie) if v] \
             if service.session_cookie else []
         if service.session_tokens is not None:
-            values += request_tokens(service.session_tokens, _target(flow, context),
+            values += request_tokens(service.session_tokens, _target(flow, context, service),
                                      flow.request.headers.items(multi=True))
         if not values:
             return False  # not signed in: nothing to check
@@ -364,22 +363,27 @@ def _governed(
     return context, service
 
 
-def _target(flow: http.HTTPFlow, context: FlowContext) -> Target:
-    """What the catalog rules look at; built once per flow (both request hooks need it)."""
+def _target(flow: http.HTTPFlow, context: FlowContext, service: Service) -> Target:
+    """What the catalog rules look at, with the login rule it matches and whether a rule
+    needs the body (`context.login`, `context.needs_body`): worked out once per flow, as
+    both request hooks ask."""
     target = context.target
     if target is None:
         request = flow.request
         path, _, query = request.path.partition("?")
-        hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
+        hosts = (normalize_host(host) for host in dict.fromkeys(context.hosts) if host)
         target = context.target = make_target(request.method, hosts, path, query)
+        context.login = login_rule(service, target)
+        context.needs_body = context.login is not None or needs_body(service, target)
     return target
 
 
 def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
     """Whether the credential guard reads this request's body: one that may carry a form,
-    sent to a service that needs a grant, where no login rule applies."""
-    return (service.guarded and credentials.readable_body(target.method,
-                                                          request.headers.get("content-type", ""))
+    sent to a service that needs a grant, where no login rule applies. The method first:
+    a GET's headers are not read for it."""
+    return (service.guarded and target.method in credentials.BODY_METHODS
+            and credentials.readable_body(target.method, request.headers.get("content-type", ""))
             and login_rule(service, target) is None)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,7 +35,7 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, context: FlowContext,
     service = decision.service or "unknown"
     enforced = context.enforced
     counter = metrics.blocked if enforced else metrics.would_block
-    counter.labels(service, decision.reason.value, *who).inc()
+    metrics.child(counter, service, decision.reason.value, *who).inc()
     log_decision(flow, decision, enforced=enforced)
     if enforced:
         runtime.recorder.blocked(decision.employee, service, decision.reason.value)
@@ -43,7 +44,10 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, context: FlowContext,
 
 
 def log_decision(flow: http.HTTPFlow, decision: Decision, *, enforced: bool) -> None:
-    """One `decision` event per governed request: who, what, why; the path without query."""
+    """One `decision` event per governed request: who, what, why; the path without query.
+    Nothing is computed when the log level leaves it out (`--log-level warning`)."""
+    if not log.is_enabled_for(logging.INFO):
+        return
     request = flow.request
     log.info(
         "decision",
