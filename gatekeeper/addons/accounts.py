@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import time
 from pathlib import Path
 
@@ -371,11 +372,15 @@ def _target(flow: http.HTTPFlow, context: FlowContext, service: Service) -> Targ
     if target is None:
         request = flow.request
         path, _, query = request.path.partition("?")
-        hosts = (normalize_host(host) for host in dict.fromkeys(context.hosts) if host)
+        hosts = (_normalized(host) for host in dict.fromkeys(context.hosts) if host)
         target = context.target = make_target(request.method, hosts, path, query)
         context.login = login_rule(service, target)
         context.needs_body = context.login is not None or needs_body(service, target)
     return target
+
+
+# The host names of the flows, normalized once each (a bounded memo: names repeat).
+_normalized = functools.lru_cache(maxsize=1024)(normalize_host)
 
 
 def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:

@@ -20,7 +20,8 @@ path on a non-governed host is not ours and passes untouched.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from mitmproxy import ctx, http
 
@@ -101,12 +102,17 @@ class Portal:
             flow.response = responses.refusal(e)
             leave_unread(flow)
 
-    @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous for every flow but the portal's own: a coroutine only for those."""
         context = context_of(flow)
-        path = context.portal if context is not None else None
-        if path is None or flow.response is not None:
-            return
+        if context is None or context.portal is None or flow.response is not None:
+            return None
+        return self._answer(flow)
+
+    @fail_closed
+    async def _answer(self, flow: http.HTTPFlow) -> None:
+        path = require_context(flow).portal
+        assert path is not None  # `request` hands over the portal's flows only
         try:
             await self.routes[path](flow)
         except PortalError as e:
