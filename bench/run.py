@@ -295,6 +295,9 @@ def measure_throughput(bench: Bench) -> None:
         "gatekeeper granted": bench.gatekeeper("granted", small_approvals(True)),
         "gatekeeper not granted": bench.gatekeeper("blocked", small_approvals(False)),
     }
+    if bench.args.noop_hooks:
+        proxies["mitmdump + no-op hooks"] = bench.mitmdump(
+            "noop_hooks", "-s", str(ROOT / "bench" / "noop_hooks.py"))
     pairs = [
         ("HTTPS social, allowed (intercepted)", https_social, "gatekeeper granted"),
         ("HTTPS social, allowed (intercepted)", https_social, "mitmdump"),
@@ -305,6 +308,11 @@ def measure_throughput(bench: Bench) -> None:
         ("HTTPS non-social (passthrough)", https_other, "gatekeeper granted"),
         ("HTTPS non-social (passthrough)", https_other, "mitmdump ignore_hosts"),
     ]
+    if bench.args.noop_hooks:
+        pairs[2:2] = [("HTTPS social, allowed (intercepted)", https_social,
+                       "mitmdump + no-op hooks")]
+        pairs[5:5] = [("HTTP social, allowed (intercepted)", http_social,
+                       "mitmdump + no-op hooks")]
     with ExitStack() as stack:
         for proxy in proxies.values():  # started side by side: only their start overlaps
             stack.callback(proxy.stop)
@@ -446,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny counts: check that every case yields a number")
     parser.add_argument("--cases", default="startup,reload,throughput",
                         help="which cases to run (comma-separated; default: all)")
+    parser.add_argument("--noop-hooks", action="store_true",
+                        help="also load the allowed cases through mitmdump with an addon that "
+                        "has gatekeeper's hooks doing nothing (bench/noop_hooks.py)")
     parser.add_argument("--pick", choices=("median", "best"), default="median",
                         help="report the median of the --repeat runs, or the best (on a "
                         "shared machine: the run least slowed by the neighbours)")
@@ -522,17 +533,30 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
         ("HTTPS non-social (passthrough)", "gatekeeper granted", "mitmdump ignore_hosts",
          "costs nothing"),
     ]
+    if args.noop_hooks:
+        cases[2:2] = [
+            ("HTTPS social, allowed (intercepted)", "gatekeeper granted",
+             "mitmdump + no-op hooks", "the hooks' own code"),
+            ("HTTP social, allowed (intercepted)", "gatekeeper granted",
+             "mitmdump + no-op hooks", "the hooks' own code"),
+            ("HTTPS social, allowed (intercepted)", "mitmdump + no-op hooks", "mitmdump",
+             "mitmproxy's dispatch of the hooks"),
+            ("HTTP social, allowed (intercepted)", "mitmdump + no-op hooks", "mitmdump",
+             "mitmproxy's dispatch of the hooks"),
+        ]
     for scenario, ours, theirs, target in cases:
         if not bench.throughput:
             break
         rps, cpu, p99, statuses = runs(scenario, ours)
         ref_rps, ref_cpu, ref_p99, ref_statuses = runs(scenario, theirs)
+        control = "no-op" in ours + theirs  # a reference row: no target, no baseline
+        label = f"{scenario}: {ours} against {theirs}" if control else scenario
         lines.append(
-            f"| {scenario} | {rps:.0f} rps, p99 {p99:.0f} ms, CPU {cpu:.2f} ms/req "
+            f"| {label} | {rps:.0f} rps, p99 {p99:.0f} ms, CPU {cpu:.2f} ms/req "
             f"[{statuses}] | {theirs} {ref_rps:.0f} rps, p99 {ref_p99:.0f} ms, CPU "
             f"{ref_cpu:.2f} ms/req [{ref_statuses}] | {rps / ref_rps:.2f}x rps, p99 "
             f"{p99 / ref_p99:.2f}x, CPU/req {cpu / ref_cpu:.2f}x | {target} | "
-            f"{BASELINE.get(scenario, '')} |")
+            f"{'' if control else BASELINE.get(scenario, '')} |")
     if bench.startup:
         gk_start, md_start = (pick(bench.startup[name], False) for name in ("gatekeeper",
                                                                           "mitmdump"))
