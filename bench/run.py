@@ -9,13 +9,14 @@ generator). Every load is bounded by a request count; everything listens on 127.
 
 What is measured (every proxy is started first and left idle while another is loaded, and
 the runs are interleaved round by round, so a noisy neighbour slows all of them alike; each
-figure is the median of --repeat runs):
+figure is the median of --repeat runs, or with --pick best the best of them):
 - throughput: requests/s and p99 latency (hey, keep-alive clients) for HTTPS and plain HTTP
   to a social site with a grant (intercepted, decided, forwarded) against plain mitmdump
   forwarding the same; a blocked social request (403 by the proxy) against mitmdump's
   `block_list`; HTTPS to a non-social site (relayed undecrypted) against mitmdump's
   `ignore_hosts`.
-- start to listening: from starting the process to its proxy port accepting connections.
+- start to listening: from starting the process to its proxy port accepting connections
+  (wall clock, and the CPU time the process used until then).
 - idle memory (RSS) of each proxy.
 - reload: from an atomic save of approvals.yaml (a grant appended or removed, as
   `gatekeeper-approve` does) to the first request decided by the new policy, at 100
@@ -28,6 +29,7 @@ figure is the median of --repeat runs):
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import http.client
 import os
@@ -163,6 +165,7 @@ class Proxy:
         self.process: subprocess.Popen[bytes] | None = None
         self._spawned = 0.0
         self.started_in = 0.0  # seconds from start to the proxy port accepting
+        self.started_cpu = 0.0  # CPU seconds (user + system) the process used until then
 
     def start(self, timeout: float = 120.0) -> Proxy:
         return self.spawn().wait_listening(timeout)
@@ -176,6 +179,7 @@ class Proxy:
     def wait_listening(self, timeout: float = 120.0) -> Proxy:
         wait_until(self._listening, timeout, interval=0.005)
         self.started_in = time.perf_counter() - self._spawned
+        self.started_cpu = self.cpu_seconds()
         return self
 
     def _listening(self) -> bool:
@@ -227,6 +231,7 @@ class Bench:
     throughput: dict[tuple[str, str], list[tuple[float, float, float, str]]] = field(
         default_factory=dict)
     startup: dict[str, list[float]] = field(default_factory=dict)
+    startup_cpu: dict[str, list[float]] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)
     reload: dict[str, list[float]] = field(default_factory=dict)
     reload_rss: dict[str, float] = field(default_factory=dict)
@@ -292,6 +297,9 @@ def measure_throughput(bench: Bench) -> None:
         "gatekeeper granted": bench.gatekeeper("granted", small_approvals(True)),
         "gatekeeper not granted": bench.gatekeeper("blocked", small_approvals(False)),
     }
+    if bench.args.noop_hooks:
+        proxies["mitmdump + no-op hooks"] = bench.mitmdump(
+            "noop_hooks", "-s", str(ROOT / "bench" / "noop_hooks.py"))
     pairs = [
         ("HTTPS social, allowed (intercepted)", https_social, "gatekeeper granted"),
         ("HTTPS social, allowed (intercepted)", https_social, "mitmdump"),
@@ -302,6 +310,11 @@ def measure_throughput(bench: Bench) -> None:
         ("HTTPS non-social (passthrough)", https_other, "gatekeeper granted"),
         ("HTTPS non-social (passthrough)", https_other, "mitmdump ignore_hosts"),
     ]
+    if bench.args.noop_hooks:
+        pairs[2:2] = [("HTTPS social, allowed (intercepted)", https_social,
+                       "mitmdump + no-op hooks")]
+        pairs[5:5] = [("HTTP social, allowed (intercepted)", http_social,
+                       "mitmdump + no-op hooks")]
     with ExitStack() as stack:
         for proxy in proxies.values():  # started side by side: only their start overlaps
             stack.callback(proxy.stop)
@@ -332,8 +345,10 @@ def measure_startup(bench: Bench) -> None:
                             ("gatekeeper", bench.gatekeeper("startup", small_approvals(True)))):
             with running(proxy):
                 bench.startup.setdefault(name, []).append(proxy.started_in)
-    print("start to listening:", {k: [round(v, 2) for v in vs] for k, vs in
-                                  bench.startup.items()}, flush=True)
+                bench.startup_cpu.setdefault(name, []).append(proxy.started_cpu)
+    for label, times in (("start to listening", bench.startup),
+                         ("CPU to listening", bench.startup_cpu)):
+        print(f"{label}:", {k: [round(v, 2) for v in vs] for k, vs in times.items()}, flush=True)
 
 
 class ProxiedClient:
@@ -420,6 +435,15 @@ def decision_ns() -> dict[str, float]:
     return result
 
 
+def compile_package() -> None:
+    """Compile gatekeeper's modules to bytecode, as an installed gatekeeper has them (pip
+    compiles a package when it installs it, as it did mitmproxy's). In an editable install
+    under PYTHONDONTWRITEBYTECODE=1 (the Docker image's setting, and this machine's) Python
+    would otherwise compile every gatekeeper module again at each start, and the start-up
+    row would time the compiler."""
+    compileall.compile_dir(ROOT / "gatekeeper", quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per run")
@@ -432,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny counts: check that every case yields a number")
     parser.add_argument("--cases", default="startup,reload,throughput,workers",
                         help="which cases to run (comma-separated; default: all)")
+    parser.add_argument("--noop-hooks", action="store_true",
+                        help="also load the allowed cases through mitmdump with an addon that "
+                        "has gatekeeper's hooks doing nothing (bench/noop_hooks.py)")
+    parser.add_argument("--pick", choices=("median", "best"), default="median",
+                        help="report the median of the --repeat runs, or the best (on a "
+                        "shared machine: the run least slowed by the neighbours)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -444,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: run as root (mount namespaces for the fake host names)", file=sys.stderr)
         return 2
+    compile_package()
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)  # nginx workers (www-data) read the document root
@@ -476,15 +507,21 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
     args = bench.args
     med = statistics.median
 
+    def pick(values: list[float], higher_is_better: bool) -> float:
+        """The median of the runs, or with --pick best the best one (each figure apart)."""
+        if args.pick == "median":
+            return med(values)
+        return max(values) if higher_is_better else min(values)
+
     def runs(scenario: str, proxy: str) -> tuple[float, float, float, str]:
         results = bench.throughput[(scenario, proxy)]
-        return (med(r[0] for r in results), med(r[1] for r in results),
-                med(r[2] for r in results), results[-1][3])
+        return (pick([r[0] for r in results], True), pick([r[1] for r in results], False),
+                pick([r[2] for r in results], False), results[-1][3])
 
     lines = [
         f"Run on {dt.date.today()}: `{' '.join(['bench/run.py', *sys.argv[1:]])}`; "
         f"{args.requests} requests per run, {args.concurrency} keep-alive clients (hey), "
-        f"median of {args.repeat} interleaved runs, nginx upstream on loopback, 1 KiB "
+        f"{args.pick} of {args.repeat} interleaved runs, nginx upstream on loopback, 1 KiB "
         "responses.",
         f"Machine: {platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}, "
         f"Python {platform.python_version()}, {platform.platform()}.",
@@ -502,21 +539,38 @@ def render(bench: Bench, decisions: dict[str, float]) -> str:
         ("HTTPS non-social (passthrough)", "gatekeeper granted", "mitmdump ignore_hosts",
          "costs nothing"),
     ]
+    if args.noop_hooks:
+        cases[2:2] = [
+            ("HTTPS social, allowed (intercepted)", "gatekeeper granted",
+             "mitmdump + no-op hooks", "the hooks' own code"),
+            ("HTTP social, allowed (intercepted)", "gatekeeper granted",
+             "mitmdump + no-op hooks", "the hooks' own code"),
+            ("HTTPS social, allowed (intercepted)", "mitmdump + no-op hooks", "mitmdump",
+             "mitmproxy's dispatch of the hooks"),
+            ("HTTP social, allowed (intercepted)", "mitmdump + no-op hooks", "mitmdump",
+             "mitmproxy's dispatch of the hooks"),
+        ]
     for scenario, ours, theirs, target in cases:
         if not bench.throughput:
             break
         rps, cpu, p99, statuses = runs(scenario, ours)
         ref_rps, ref_cpu, ref_p99, ref_statuses = runs(scenario, theirs)
+        control = "no-op" in ours + theirs  # a reference row: no target, no baseline
+        label = f"{scenario}: {ours} against {theirs}" if control else scenario
         lines.append(
-            f"| {scenario} | {rps:.0f} rps, p99 {p99:.0f} ms, CPU {cpu:.2f} ms/req "
+            f"| {label} | {rps:.0f} rps, p99 {p99:.0f} ms, CPU {cpu:.2f} ms/req "
             f"[{statuses}] | {theirs} {ref_rps:.0f} rps, p99 {ref_p99:.0f} ms, CPU "
             f"{ref_cpu:.2f} ms/req [{ref_statuses}] | {rps / ref_rps:.2f}x rps, p99 "
             f"{p99 / ref_p99:.2f}x, CPU/req {cpu / ref_cpu:.2f}x | {target} | "
-            f"{BASELINE.get(scenario, '')} |")
+            f"{'' if control else BASELINE.get(scenario, '')} |")
     if bench.startup:
-        gk_start, md_start = med(bench.startup["gatekeeper"]), med(bench.startup["mitmdump"])
-        lines.append(f"| start to listening | {gk_start:.2f} s | mitmdump {md_start:.2f} s | "
-                     f"{gk_start / md_start:.2f}x | <= 1.3x | "
+        gk_start, md_start = (pick(bench.startup[name], False) for name in ("gatekeeper",
+                                                                          "mitmdump"))
+        gk_cpu, md_cpu = (pick(bench.startup_cpu[name], False) for name in ("gatekeeper",
+                                                                          "mitmdump"))
+        lines.append(f"| start to listening | {gk_start:.2f} s (CPU {gk_cpu:.2f} s) | mitmdump "
+                     f"{md_start:.2f} s (CPU {md_cpu:.2f} s) | {gk_start / md_start:.2f}x "
+                     f"(CPU {gk_cpu / md_cpu:.2f}x) | <= 1.3x | "
                      f"{BASELINE['start to listening']} |")
     if bench.rss:
         gk_rss, md_rss = bench.rss["gatekeeper granted"], bench.rss["mitmdump"]

@@ -215,6 +215,18 @@ class Metrics:
         )
         for outcome in ("passthrough", "intercepted", "refused"):
             self.unnamed_connections.labels(outcome)
+        self._children: dict[tuple[Counter, tuple[str, ...]], Counter] = {}
+
+    def child(self, counter: Counter, *labels: str) -> Counter:
+        """`counter.labels(*labels)`, kept for the next request: prometheus_client checks the
+        labels and takes a lock on every call, a few microseconds per governed request. For
+        counters whose series are never removed (the decision counters); the label values
+        are fixed vocabularies, so this holds as many entries as the counters have series."""
+        key = (counter, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(*labels)
+        return child
 
     def set_policy(self, sha256: str) -> None:
         """Record which policy is live (one series at a time)."""

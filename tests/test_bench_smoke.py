@@ -25,7 +25,8 @@ ROWS = [
     rf"\| HTTPS social, blocked \(403 by proxy\) \| {OURS} \[403x100\] \| "
     rf"mitmdump block_list {OURS} \[403x100\]",
     rf"\| HTTPS non-social \(passthrough\) \| {OURS} \[200x100\] \| mitmdump ignore_hosts {OURS}",
-    r"\| start to listening \| [\d.]+ s \| mitmdump [\d.]+ s \| [\d.]+x",
+    r"\| start to listening \| [\d.]+ s \(CPU [\d.]+ s\) \| mitmdump [\d.]+ s \(CPU [\d.]+ s\) "
+    r"\| [\d.]+x \(CPU [\d.]+x\)",
     r"\| idle RSS \| \d+ MiB \| mitmdump \d+ MiB \| [\d.]+x",
     r"\| reload \(save -> new decision\), 100 employees .* \| \d+ ms median",
     r"\| reload \(save -> new decision\), 200 employees .* \| \d+ ms median",

@@ -76,3 +76,51 @@ def test_every_hook_of_every_gatekeeper_addon_is_reachable() -> None:
                      "response", "http_connect", "tls_clienthello", "client_disconnected"):
             if callable(getattr(member, name, None)):
                 assert callable(getattr(addons, name, None)), (member, name)
+
+
+def test_a_hook_is_synchronous_until_a_member_has_to_wait() -> None:
+    calls: list[str] = []
+
+    class Sometimes:
+        """Plain, returning a coroutine only when it has to wait (as the sign-in does)."""
+
+        def __init__(self) -> None:
+            self.wait = False
+
+        def request(self, flow: object):
+            if not self.wait:
+                calls.append("sync")
+                return None
+
+            async def later() -> None:
+                await asyncio.sleep(0)
+                calls.append("waited")
+
+            return later()
+
+    sometimes = Sometimes()
+    addons = Addons([Recording("a", calls), sometimes, Recording("c", calls)])
+    assert addons.request(object()) is None  # nothing to await: no coroutine at all
+    assert calls == ["a", "sync", "c"]
+    calls.clear()
+    sometimes.wait = True
+    pending = addons.request(object())
+    assert calls == ["a"]  # the rest waits for the member that waits
+    asyncio.run(pending)
+    assert calls == ["a", "waited", "c"]
+
+
+def test_an_error_while_waiting_is_contained_and_the_next_member_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    class Fails:
+        async def request(self, flow: object) -> None:
+            raise ValueError("late boom")
+
+    addons = Addons([Fails(), Recording("b", calls)])
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(addons.request(object()))
+    assert calls == ["b"]
+    assert "Addon error: late boom" in caplog.text

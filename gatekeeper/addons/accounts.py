@@ -26,14 +26,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx, http
 
 from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
-from gatekeeper.addons.runtime import Runtime, flow_hosts, leave_unread, log
+from gatekeeper.addons.runtime import Runtime, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core import credentials, protobuf
 from gatekeeper.core.hosts import normalize_host
@@ -132,7 +135,21 @@ class Accounts:
     # --- hooks ------------------------------------------------------------------------------
 
     @fail_closed
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous, except in one of several workers (`serve --workers`): there a session
+        another worker bound is first looked up in the shared database (off the loop)."""
+        if self.runtime.in_pool:
+            return self._learn_then_check(flow)
+        self._check_headers(flow)
+        return None
+
+    async def _learn_then_check(self, flow: http.HTTPFlow) -> None:
+        governed = _governed(flow)
+        if governed is not None and governed[0].decision.verdict is Verdict.ALLOW:
+            await self._learn_bindings(flow, *governed)
+        self._check_headers(flow)
+
+    def _check_headers(self, flow: http.HTTPFlow) -> None:
         governed = _governed(flow)
         if governed is None:
             return
@@ -142,9 +159,7 @@ class Accounts:
             flow.request.headers.set_all(name, [value])
         if decision.verdict is not Verdict.ALLOW:
             return
-        if self.runtime.in_pool:
-            await self._learn_bindings(flow, context, service)
-        target = _target(flow, context)
+        target = _target(flow, context, service)
         prohibited = match_action(service.prohibited, target, None)
         if prohibited is not None:  # first: its query may hold an OAuth request token, and
             # its target, if any (an app's client id)
@@ -154,13 +169,13 @@ class Accounts:
             return
         if self._session_refused(flow, context, service):
             return
-        if needs_body(service, target) or _guard_reads(service, target, flow.request) \
+        if context.needs_body or _guard_reads(service, target, flow.request) \
                 or _token_body(service, target) or _guard_message(service, target, flow.request):
             flow.request.stream = False  # the request hook reads it: never forward it early
         if self._actions_unreadable(flow, context, service, target):
             leave_unread(flow)
             return
-        if account_rule(service, target) is None:
+        if context.account is None:
             self._guard_headers(flow, context, service, target)
             return
         detail = _unreadable_login(flow.request, self.max_body)
@@ -182,13 +197,13 @@ class Accounts:
         policy, decision = context.policy, context.decision
         if decision.verdict is not Verdict.ALLOW or context.body_unread:
             return
-        target = _target(flow, context)
+        target = _target(flow, context, service)
         guarded = _guard_reads(service, target, flow.request)
-        first = login_rule(service, target)
+        first = context.login
         if first is not None and first.protobuf is not None:
             form = self._message(flow, first.protobuf)
         else:
-            form = self._form(flow) if needs_body(service, target) or guarded else None
+            form = self._form(flow) if context.needs_body or guarded else None
         if form is None and not context.actions_unread \
                 and self._actions_unread(flow, context, service, target, "unreadable_body"):
             return
@@ -205,7 +220,7 @@ class Accounts:
         if passwords and self._guard_refused(flow, context, self._message_check(flow, passwords)):
             return
         accounts = accounts_of(policy, decision.employee, service.id)
-        rule = step_rule(service, target, form)
+        rule = step_rule(service, target, form) if context.login is not None else None
         if rule is not None:
             continuing = decision.employee is not None \
                 and self._login_in_progress(decision.employee, service.id)
@@ -551,7 +566,7 @@ def _session_values(flow: http.HTTPFlow, context: FlowContext, service: Service)
     request = flow.request
     values = [v for v in request.cookies.get_all(service.session_cookie) if v] \
         if service.session_cookie and _signed_in(request, service) else []
-    target = _target(flow, context)
+    target = _target(flow, context, service)
     if service.session_tokens is not None and login_rule(service, target) is None:
         values += request_tokens(service.session_tokens, target, request.headers.items(multi=True))
     return values
@@ -573,22 +588,33 @@ def _governed(
     return context, service
 
 
-def _target(flow: http.HTTPFlow, context: FlowContext) -> Target:
-    """What the catalog rules look at; built once per flow (both request hooks need it)."""
+def _target(flow: http.HTTPFlow, context: FlowContext, service: Service) -> Target:
+    """What the catalog rules look at, with the login rule it matches, the login or sign-up
+    rule, and whether a rule needs the body (`context.login`, `context.account`,
+    `context.needs_body`): worked out once per flow, as
+    both request hooks ask."""
     target = context.target
     if target is None:
         request = flow.request
         path, _, query = request.path.partition("?")
-        hosts = (normalize_host(host) for host in flow_hosts(flow) if host)
+        hosts = (_normalized(host) for host in dict.fromkeys(context.hosts) if host)
         target = context.target = make_target(request.method, hosts, path, query)
+        context.login = login_rule(service, target)
+        context.account = context.login or account_rule(service, target)
+        context.needs_body = context.account is not None or needs_body(service, target)
     return target
+
+
+# The host names of the flows, normalized once each (a bounded memo: names repeat).
+_normalized = functools.lru_cache(maxsize=1024)(normalize_host)
 
 
 def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
     """Whether the credential guard reads this request's body: one that may carry a form,
-    sent to a service that needs a grant, where no login or sign-up rule applies."""
-    return (service.guarded and credentials.readable_body(target.method,
-                                                          request.headers.get("content-type", ""))
+    sent to a service that needs a grant, where no login or sign-up rule applies. The method
+    first: a GET's headers are not read for it."""
+    return (service.guarded and target.method in credentials.BODY_METHODS
+            and credentials.readable_body(target.method, request.headers.get("content-type", ""))
             and account_rule(service, target) is None)
 
 

@@ -25,7 +25,7 @@ import datetime as dt
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,9 +148,11 @@ class Console:
                 flow.response = _page(e.status, e.outcome, "Not accepted", e.message)
                 leave_unread(flow)
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        if not flow.metadata.get(CLAIMED):
-            return
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous for every flow but the console's own."""
+        return self._respond(flow) if flow.metadata.get(CLAIMED) else None
+
+    async def _respond(self, flow: http.HTTPFlow) -> None:
         try:
             flow.response = await self._answer(flow)
         except ConsoleError as e:

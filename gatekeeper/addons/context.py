@@ -16,7 +16,7 @@ from mitmproxy import http
 from gatekeeper.addons.runtime import Runtime, employee_of, flow_hosts
 from gatekeeper.core.decision import decide
 from gatekeeper.core.logins import Target
-from gatekeeper.core.model import Decision, Policy
+from gatekeeper.core.model import Decision, LoginRule, Policy
 
 CONTEXT_KEY = "gatekeeper"  # flow.metadata: the flow's `FlowContext`
 
@@ -32,9 +32,13 @@ class FlowContext:
 
     policy: Policy
     decision: Decision
+    hosts: tuple[str | None, ...] = ()  # what the decision read (`flow_hosts`), read once
     portal: str | None = None  # the portal endpoint (`path_key` form) answering this flow
     terms_url: str | None = None  # the terms the employee must accept first (interstitial)
     target: Target | None = None  # what the catalog's rules look at (built once, by Accounts)
+    login: LoginRule | None = None  # the login rule `target` matches (set with it)
+    account: LoginRule | None = None  # the login or sign-up rule it matches (set with it)
+    needs_body: bool = False  # a login or field-matched action rule applies (set with it)
     body_unread: bool = False  # a login refused on its headers: its body is never read
     # Field-matched action rules applied but the body could not be read whole (judged on the
     # headers): already refused or recorded as unreadable, so never matched on the body.
@@ -65,8 +69,9 @@ def open_context(runtime: Runtime, flow: http.HTTPFlow) -> FlowContext:
         policy = runtime.policy
         if policy is None:
             raise RuntimeError("no policy loaded")
-        decision = decide(policy, employee_of(flow, policy), flow_hosts(flow), runtime.today())
-        context = flow.metadata[CONTEXT_KEY] = FlowContext(policy, decision)
+        hosts = flow_hosts(flow)
+        decision = decide(policy, employee_of(flow, policy), hosts, runtime.today())
+        context = flow.metadata[CONTEXT_KEY] = FlowContext(policy, decision, hosts)
     return context
 
 

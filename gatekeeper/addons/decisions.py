@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from mitmproxy import http
@@ -34,7 +35,7 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, context: FlowContext,
     service = decision.service or "unknown"
     enforced = context.enforced
     counter = metrics.blocked if enforced else metrics.would_block
-    counter.labels(service, decision.reason.value, *who).inc()
+    metrics.child(counter, service, decision.reason.value, *who).inc()
     log_decision(flow, decision, enforced=enforced)
     if enforced:
         runtime.recorder.blocked(decision.employee, service, decision.reason.value)
@@ -43,7 +44,10 @@ def enforce(runtime: Runtime, flow: http.HTTPFlow, context: FlowContext,
 
 
 def log_decision(flow: http.HTTPFlow, decision: Decision, *, enforced: bool) -> None:
-    """One `decision` event per governed request: who, what, why; the path without query."""
+    """One `decision` event per governed request: who, what, why; the path without query.
+    Nothing is computed when the log level leaves it out (`--log-level warning`)."""
+    if not log.is_enabled_for(logging.INFO):
+        return
     request = flow.request
     log.info(
         "decision",
@@ -61,7 +65,8 @@ def log_decision(flow: http.HTTPFlow, decision: Decision, *, enforced: bool) -> 
 
 def fail_closed(hook: F) -> F:
     """Wrap an addon hook (plain or `async def`) so that any error blocks the flow (mitmproxy
-    would let it through).
+    would let it through). A plain hook that returns an awaitable (synchronous unless it has
+    to wait this time) is covered while that is awaited too.
 
     The error is logged and counted as reason `internal_error`.
     """
@@ -77,13 +82,26 @@ def fail_closed(hook: F) -> F:
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(hook)
-    def wrapper(self: Any, flow: http.HTTPFlow) -> None:
+    def wrapper(self: Any, flow: http.HTTPFlow) -> Awaitable[None] | None:
         try:
-            hook(self, flow)
+            result = hook(self, flow)
         except Exception:
             _internal_error(self.runtime, flow, hook)
+            return None
+        if result is not None and inspect.isawaitable(result):  # it has to wait this time
+            return _closed_on_error(self, flow, hook, result)
+        return None
 
     return wrapper  # type: ignore[return-value]
+
+
+async def _closed_on_error(addon: Any, flow: http.HTTPFlow, hook: Callable[..., Any],
+                           pending: Awaitable[Any]) -> None:
+    """Await what a plain hook returned when it had to wait, blocking the flow on an error."""
+    try:
+        await pending
+    except Exception:
+        _internal_error(addon.runtime, flow, hook)
 
 
 def _internal_error(runtime: Runtime, flow: http.HTTPFlow, hook: Callable[..., Any]) -> None:

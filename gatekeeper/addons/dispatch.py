@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from mitmproxy import exceptions, hooks
@@ -38,30 +38,44 @@ class Addons:
                 setattr(self, hook, _in_order(funcs))
 
 
-def _in_order(funcs: list[Callable[..., Any]]) -> Callable[..., Any]:
-    """One hook calling `funcs` in order, each error logged and contained as mitmproxy does."""
-    if any(inspect.iscoroutinefunction(f) for f in funcs):
+def _in_order(funcs: list[Callable[..., Any]]) -> Callable[..., Awaitable[None] | None]:
+    """One hook calling `funcs` in order, each error logged and contained as mitmproxy does.
 
-        async def call_all_async(*args: Any) -> None:
-            for func in funcs:
-                try:
-                    result = func(*args)
-                    if inspect.isawaitable(result):
-                        await result
-                except (exceptions.AddonHalt, exceptions.OptionsError):
-                    raise
-                except Exception as e:
-                    logger.error(f"Addon error: {e}", exc_info=True)
+    Synchronous while the members are: only when one returns an awaitable (an `async def`
+    hook, or a plain one that has to wait this time) is a coroutine returned, which awaits
+    it and then calls the rest; mitmproxy awaits what a hook returns. So an ordinary request
+    costs no coroutine."""
+    members = tuple(funcs)
 
-        return call_all_async
-
-    def call_all(*args: Any) -> None:
-        for func in funcs:
-            try:
-                func(*args)
-            except (exceptions.AddonHalt, exceptions.OptionsError):
-                raise
-            except Exception as e:
-                logger.error(f"Addon error: {e}", exc_info=True)
+    def call_all(*args: Any) -> Awaitable[None] | None:
+        return _call_from(members, 0, args)
 
     return call_all
+
+
+def _call_from(funcs: tuple[Callable[..., Any], ...], start: int,
+               args: tuple[Any, ...]) -> Awaitable[None] | None:
+    for i in range(start, len(funcs)):
+        try:
+            result = funcs[i](*args)
+        except (exceptions.AddonHalt, exceptions.OptionsError):
+            raise
+        except Exception as e:
+            logger.error(f"Addon error: {e}", exc_info=True)
+            continue
+        if result is not None and inspect.isawaitable(result):
+            return _await_then_call(result, funcs, i + 1, args)
+    return None
+
+
+async def _await_then_call(pending: Awaitable[Any], funcs: tuple[Callable[..., Any], ...],
+                           start: int, args: tuple[Any, ...]) -> None:
+    try:
+        await pending
+    except (exceptions.AddonHalt, exceptions.OptionsError):
+        raise
+    except Exception as e:
+        logger.error(f"Addon error: {e}", exc_info=True)
+    rest = _call_from(funcs, start, args)
+    if rest is not None:
+        await rest

@@ -58,7 +58,8 @@ class AllowedCounter:
             return
         service = decision.service or "unknown"
         runtime = self.runtime
-        runtime.metrics.allowed.labels(service, *runtime.metrics.who(decision.employee)).inc()
+        metrics = runtime.metrics
+        metrics.child(metrics.allowed, service, *metrics.who(decision.employee)).inc()
         if decision.reason is Reason.APPROVED and decision.employee:
             runtime.recorder.used(decision.employee, service)  # the review's "last used"
         log_decision(flow, decision, enforced=True)

@@ -19,14 +19,22 @@ path on a non-governed host is not ours and passes untouched.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from mitmproxy import ctx, http
 
 from gatekeeper.addons import responses
-from gatekeeper.addons.context import context_of, decided, open_context, require_context
+from gatekeeper.addons.context import (
+    FlowContext,
+    context_of,
+    decided,
+    open_context,
+    require_context,
+)
 from gatekeeper.addons.decisions import fail_closed
 from gatekeeper.addons.forms import (
     PORTAL_PREFIX,
@@ -48,6 +56,8 @@ from gatekeeper.statedb import AccessRequest, StateDB, confirm_written
 from gatekeeper.statedb.worker import StateOperationError
 
 DEFAULT_REQUESTS_PER_HOUR = 5
+# How long a block page waits for the employee's request state before it goes without.
+STATUS_WAIT_SECONDS = 0.25
 
 
 class Portal:
@@ -110,12 +120,17 @@ class Portal:
             flow.response = responses.refusal(e)
             leave_unread(flow)
 
-    @fail_closed
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous for every flow but the portal's own: a coroutine only for those."""
         context = context_of(flow)
-        path = context.portal if context is not None else None
-        if path is None or flow.response is not None:
-            return
+        if context is None or context.portal is None or flow.response is not None:
+            return None
+        return self._answer(flow)
+
+    @fail_closed
+    async def _answer(self, flow: http.HTTPFlow) -> None:
+        path = require_context(flow).portal
+        assert path is not None  # `request` hands over the portal's flows only
         try:
             await self.routes[path](flow)
         except PortalError as e:
@@ -206,20 +221,27 @@ class RequestStatus:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous unless this is a browser's block page that a request could change."""
         context = decided(flow)
         response = flow.response
         if context is None or response is None or response.status_code != 403:
-            return
+            return None
+        decision = context.decision
+        if (decision.employee is None or decision.service is None
+                or decision.reason not in responses.REQUESTABLE
+                or not context.enforced or not responses.wants_html(flow)):
+            return None
+        return self._show_status(flow, context)
+
+    async def _show_status(self, flow: http.HTTPFlow, context: FlowContext) -> None:
         decision = context.decision
         employee, service = decision.employee, decision.service
-        if (employee is None or service is None or decision.reason not in responses.REQUESTABLE
-                or not context.enforced or not responses.wants_html(flow)):
-            return
-        try:
-            latest = await self.runtime.state_call(
-                "latest_request", lambda db: db.latest_request(employee, service))
-        except StateOperationError:
+        try:  # briefly: a busy or locked database must not hold up the refusal
+            latest = await asyncio.wait_for(self.runtime.state_call(
+                "latest_request", lambda db: db.latest_request(employee, service)),
+                STATUS_WAIT_SECONDS)
+        except (StateOperationError, TimeoutError):
             return  # the page as it was: the request form
         if latest is not None:
             flow.response = responses.block_response(flow, decision, context.policy,

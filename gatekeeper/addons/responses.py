@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import functools
 import json
 import time
 from typing import Any
@@ -61,36 +63,26 @@ def block_response(flow: http.HTTPFlow, decision: Decision, policy: Policy | Non
     """The 403 for a blocked request: an HTML page for a browser, JSON for anything else.
     `latest` is the employee's latest request for the service: the page says where it stands
     (pending: no new form)."""
+    if not wants_html(flow):
+        return _fresh(_json_refusal(decision.service, decision.reason, decision.action))
     service = policy.services.get(decision.service) if policy and decision.service else None
-    service_name = service.name if service else (decision.service or "This service")
+    body = render(
+        "block.html",
+        service_name=service.name if service else (decision.service or "This service"),
+        reason=decision.reason.value,
+        reason_text=REASON_TEXT.get(decision.reason, decision.reason.value),
+        action=decision.action,
+        approver=policy.approver if policy else "your IT administrator",
+        employee=decision.employee,
+        request_form=None if latest is not None and latest.status == PENDING
+        else request_form(flow, decision, csrf),
+        latest=_request_state(latest),
+    )
     headers = {
         REASON_HEADER: decision.reason.value,
         "Cache-Control": "no-store",
+        "Content-Type": "text/html; charset=utf-8",
     }
-    if wants_html(flow):
-        body = render(
-            "block.html",
-            service_name=service_name,
-            reason=decision.reason.value,
-            reason_text=REASON_TEXT.get(decision.reason, decision.reason.value),
-            action=decision.action,
-            approver=policy.approver if policy else "your IT administrator",
-            employee=decision.employee,
-            request_form=None if latest is not None and latest.status == PENDING
-            else request_form(flow, decision, csrf),
-            latest=_request_state(latest),
-        )
-        headers["Content-Type"] = "text/html; charset=utf-8"
-    else:
-        payload: dict[str, Any] = {
-            "blocked": True,
-            "service": decision.service,
-            "reason": decision.reason.value,
-        }
-        if decision.action:
-            payload["action"] = decision.action
-        body = json.dumps(payload).encode()
-        headers["Content-Type"] = "application/json"
     return http.Response.make(403, body, headers)
 
 
@@ -112,6 +104,33 @@ def _request_state(latest: AccessRequest | None) -> dict[str, str] | None:
         "by": latest.decided_by or "",
         "reason": latest.decision_reason or "",
     }
+
+
+@functools.lru_cache(maxsize=1024)  # services x reasons x actions of the catalog
+def _json_refusal(service: str | None, reason: Reason, action: str | None) -> http.Response:
+    """The JSON 403, the same bytes for the same (service, reason, action): built once, and
+    each refusal gets a copy (`_fresh`)."""
+    payload: dict[str, Any] = {"blocked": True, "service": service, "reason": reason.value}
+    if action:
+        payload["action"] = action
+    headers = {
+        REASON_HEADER: reason.value,
+        "Cache-Control": "no-store",
+        "Content-Type": "application/json",
+    }
+    return http.Response.make(403, json.dumps(payload).encode(), headers)
+
+
+def _fresh(template: http.Response) -> http.Response:
+    """A copy of a prebuilt answer, its own headers and timestamps. mitmproxy's
+    `Response.make` type-checks every field, most of what a refusal costs; a copy does not
+    have to (the template was checked once). Its headers are an immutable tuple inside, so
+    a later change to the copy's headers never reaches the template."""
+    response = copy.copy(template)
+    response.data = data = copy.copy(template.data)
+    data.headers = copy.copy(template.data.headers)
+    data.timestamp_start = data.timestamp_end = time.time()
+    return response
 
 
 def request_form(flow: http.HTTPFlow, decision: Decision,

@@ -22,9 +22,9 @@ import asyncio
 import binascii
 import contextlib
 import weakref
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Coroutine, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import connection, ctx, exceptions, http
 from mitmproxy.addons.proxyauth import is_http_proxy, make_auth_required_response
@@ -91,14 +91,15 @@ class ProxySignIn:
         if sign_ins is not None and await self._sign_in(sign_ins, flow):
             self.authenticated[flow.client_conn] = flow.metadata["proxyauth"]
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, bool] | None:
+        """Synchronous unless a password must be checked: a coroutine only then."""
         sign_ins = self.sign_ins()
         if sign_ins is None or not is_http_proxy(flow):
-            return  # transparent listeners know people by their device's address
+            return None  # transparent listeners know people by their device's address
         if flow.client_conn in self.authenticated:
             flow.metadata["proxyauth"] = self.authenticated[flow.client_conn]
-        elif not flow.is_replay:
-            await self._sign_in(sign_ins, flow)
+            return None
+        return None if flow.is_replay else self._sign_in(sign_ins, flow)
 
     async def _sign_in(self, sign_ins: SignIns, flow: http.HTTPFlow) -> bool:
         credentials = basic_credentials(flow.request.headers.get("Proxy-Authorization", ""))

@@ -18,12 +18,14 @@ added on accept): the request path never reads the database.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Coroutine
+from typing import Any
 from urllib.parse import urlsplit
 
 from mitmproxy import http
 
 from gatekeeper.addons import responses
-from gatekeeper.addons.context import decided, require_context
+from gatekeeper.addons.context import FlowContext, decided, require_context
 from gatekeeper.addons.decisions import enforce, fail_closed
 from gatekeeper.addons.forms import (
     ACKNOWLEDGE_TERMS_PATH,
@@ -66,18 +68,31 @@ class Terms:
         self.acknowledged = {(a.employee, a.service, a.terms_url) for a in acknowledgements}
 
     @fail_closed
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Coroutine[Any, Any, None] | None:
+        """Synchronous, except in one of several workers (`serve --workers`) when the terms
+        look unaccepted: another worker may have recorded the acceptance."""
         context = decided(flow)
         if flow.response is not None or context is None:
-            return
+            return None
         decision = context.decision
         if decision.verdict is not Verdict.ALLOW or decision.reason is not Reason.APPROVED:
-            return
+            return None
         terms_url = self.pending_terms(context.policy, decision)
         if terms_url is None or _is_terms_page(flow, terms_url):
-            return
-        if self.runtime.in_pool and await self._accepted_elsewhere(decision, terms_url):
-            return
+            return None
+        if self.runtime.in_pool:
+            return self._ask_unless_accepted_elsewhere(flow, context, terms_url)
+        self._ask(flow, context, terms_url)
+        return None
+
+    async def _ask_unless_accepted_elsewhere(self, flow: http.HTTPFlow, context: FlowContext,
+                                             terms_url: str) -> None:
+        if not await self._accepted_elsewhere(context.decision, terms_url):
+            self._ask(flow, context, terms_url)
+
+    def _ask(self, flow: http.HTTPFlow, context: FlowContext, terms_url: str) -> None:
+        """Block the flow with the Terms-of-Use interstitial."""
+        decision = context.decision
         context.terms_url = terms_url  # the interstitial links to them
         blocked = Decision(Verdict.BLOCK, Reason.TERMS_NOT_ACKNOWLEDGED, decision.service,
                            decision.employee)

@@ -47,6 +47,21 @@ def test_a_blocked_api_request_gets_json_403_with_the_reason(runtime) -> None:
     assert event["enforced"] is True and event["path"] == "/feed/"  # never the query
 
 
+def test_each_json_refusal_is_its_own_response(runtime) -> None:
+    """The JSON 403 is built once and copied: a header or body changed on one refusal (as
+    the account rules add Set-Cookie to theirs) never reaches the next."""
+    first, second = (make_flow("www.linkedin.com", "/feed/", user="bob") for _ in range(2))
+    cycle(Enforcer(runtime), flow=first)
+    first.response.headers.add("Set-Cookie", "li_at=; Max-Age=0")
+    first.response.content = b"changed"
+    cycle(Enforcer(runtime), flow=second)
+    assert second.response is not first.response
+    assert "Set-Cookie" not in second.response.headers
+    assert json.loads(second.response.content)["reason"] == "not_approved"
+    assert second.response.headers["content-length"] == str(len(second.response.content))
+    assert second.response.timestamp_start >= first.response.timestamp_start
+
+
 def test_a_blocked_browser_gets_the_block_page_with_a_request_form(runtime) -> None:
     flow = make_flow("www.linkedin.com", "/in/someone", user="bob", accept=HTML)
     cycle(Enforcer(runtime), flow=flow)
