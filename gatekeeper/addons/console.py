@@ -12,9 +12,11 @@ their proxy password (htpasswd or office directory, through the proxy's own chec
 password set with `gatekeeper approver-password` (same checks, off the event loop). Anyone the
 proxy already knows as another employee, or who signs in as one, gets 403. Sessions live in
 memory (gatekeeper.console.sessions); every form carries a CSRF token bound to the session;
-failed sign-ins slow the device down (`LoginThrottle`). Changes go through
-gatekeeper.approving: approvals.yaml edited in a thread with a deadline, the state database
-through the state worker; each is logged with who and when and counted.
+failed sign-ins slow the device down (`LoginThrottle`). Changes (decisions, grants, employees)
+go through gatekeeper.approving: approvals.yaml edited in a thread with a deadline, the state
+database through the state worker; each is logged with who and when and counted. Reports
+(review, activity) are read through the state worker and built by the same functions as the
+commands (gatekeeper.review, gatekeeper.activity).
 """
 
 from __future__ import annotations

@@ -358,6 +358,20 @@ def test_employees_are_added_and_removed_as_with_the_commands(office, tmp_path) 
     assert metric(runtime, "gatekeeper_console_changes_total", action="employee_removed") == 2
 
 
+def test_extending_records_who_and_when_in_the_grant(office, tmp_path) -> None:
+    runtime, console = office
+    approver = Browser(console, tmp_path)
+    approver.sign_in()
+    approver.go("/grants")
+    extended = approver.post("/grants/extend", employee="alice", service="linkedin",
+                             expires=TOMORROW.isoformat())
+    assert outcome(extended) == (200, "extended")
+    grant = load_policy(tmp_path / "config").grants[("alice", "linkedin")]
+    assert (grant.expires, grant.approved_by, grant.approved_on) == (
+        TOMORROW, configs.APPROVER, dt.date.today())
+    assert metric(runtime, "gatekeeper_console_changes_total", action="extended") == 1
+
+
 def test_a_hand_edit_during_an_employee_change_is_kept_and_the_change_refused(
         office, tmp_path) -> None:
     _, console = office
