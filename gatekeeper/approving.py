@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gatekeeper import approvals_edit
-from gatekeeper.approvals_edit import BeforeReplace, EditResult
+from gatekeeper.approvals_edit import BeforeReplace, EditResult, EmployeeEditResult
 from gatekeeper.statedb import APPROVED, DENIED, PENDING, AccessRequest, StateDB
 
 
@@ -63,6 +63,24 @@ def revoke(config_dir: Path, employee: str, service: str, *,
            before_replace: BeforeReplace = None) -> EditResult:
     """Remove the grant from approvals.yaml (the comments around it stay)."""
     return approvals_edit.revoke(config_dir, employee, service, before_replace=before_replace)
+
+
+def add_employee(config_dir: Path, state_dir: Path | None, employee: str, email: str, *,
+                 addresses: Sequence[str] = (),
+                 before_replace: BeforeReplace = None) -> EmployeeEditResult:
+    """Add an employee to approvals.yaml (`gatekeeper employee add`); the loader validates the
+    id, the company domain and the device addresses."""
+    return approvals_edit.add_employee(config_dir, employee, email, addresses=addresses,
+                                       state_dir=state_dir, before_replace=before_replace)
+
+
+def remove_employee(config_dir: Path, state_dir: Path | None, employee: str, *,
+                    with_grants: bool = False,
+                    before_replace: BeforeReplace = None) -> EmployeeEditResult:
+    """Remove an employee from approvals.yaml (`gatekeeper employee remove`): refused while
+    they hold grants, naming them, unless `with_grants` (`--force`) removes those too."""
+    return approvals_edit.remove_employee(config_dir, employee, force=with_grants,
+                                          state_dir=state_dir, before_replace=before_replace)
 
 
 def mark_approved(db: StateDB, request: AccessRequest, result: EditResult,

@@ -5,7 +5,8 @@ An employee requests LinkedIn from the block page; the notification reaches a re
 (aiosmtpd); the approver opens its link, signs in (the password set with `gatekeeper
 approver-password`) and approves with an expiry; the employee's page opens within a second of
 the approval. A request for Facebook is denied with a reason, which the employee's block page
-then shows. An employee who opens the console is refused. Screenshots are kept under
+then shows. An employee who opens the console is refused. The approver adds a colleague on
+the Employees page. Screenshots are kept under
 test-artifacts/screenshots/console-*.png.
 """
 
@@ -160,6 +161,16 @@ def test_the_approver_decides_from_the_mailed_link_in_the_console(gk, fake_sites
             assert refused.status == 403
             assert refused.headers["x-gatekeeper-console"] == "not_the_approver"
             shoot(employee, "console-7-employee-refused")
+
+            # 7. The approver adds a colleague on the Employees page (approvals.yaml).
+            approver.goto("https://gatekeeper.office/employees")
+            approver.fill("#add-employee input[name=employee]", "dora")
+            approver.fill("#add-employee input[name=email]", "dora@clinic.example")
+            with approver.expect_navigation():
+                approver.click("#add-employee button[type=submit]")
+            assert "Added: employee dora" in approver.locator("#message").inner_text()
+            assert "dora@clinic.example" in (config / "approvals.yaml").read_text()
+            shoot(approver, "console-8-employee-added")
         finally:
             employee_browser.close()
             approver_browser.close()

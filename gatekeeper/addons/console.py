@@ -12,9 +12,11 @@ their proxy password (htpasswd or office directory, through the proxy's own chec
 password set with `gatekeeper approver-password` (same checks, off the event loop). Anyone the
 proxy already knows as another employee, or who signs in as one, gets 403. Sessions live in
 memory (gatekeeper.console.sessions); every form carries a CSRF token bound to the session;
-failed sign-ins slow the device down (`LoginThrottle`). Changes go through
-gatekeeper.approving: approvals.yaml edited in a thread with a deadline, the state database
-through the state worker; each is logged with who and when and counted.
+failed sign-ins slow the device down (`LoginThrottle`). Changes (decisions, grants, employees)
+go through gatekeeper.approving: approvals.yaml edited in a thread with a deadline, the state
+database through the state worker; each is logged with who and when and counted. Reports
+(review, activity) are read through the state worker and built by the same functions as the
+commands (gatekeeper.review, gatekeeper.activity).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from typing import Any, TypeVar
 from mitmproxy import ctx, http, tls
 
 from gatekeeper import approving
+from gatekeeper.activity import CATEGORIES, activity_report
 from gatekeeper.addons.forms import PortalError, check_post, posted_form
 from gatekeeper.addons.responses import CSP
 from gatekeeper.addons.runtime import Runtime, employee_of, leave_unread, log
-from gatekeeper.approvals_edit import ConcurrentEditError, EditError, EditResult
+from gatekeeper.approvals_edit import ConcurrentEditError, EditError
 from gatekeeper.config.yamlsrc import ConfigError
 from gatekeeper.console import links, sessions
 from gatekeeper.console.links import LinkSigner, LinkState
@@ -60,6 +63,7 @@ from gatekeeper.statedb import (
 from gatekeeper.statedb.worker import StateOperationError
 
 T = TypeVar("T")
+E = TypeVar("E")
 CLAIMED = "gatekeeper_console"  # flow.metadata: this flow is the console's
 OUTCOME_HEADER = "X-Gatekeeper-Console"
 CSRF_PURPOSE = "console"
@@ -69,8 +73,8 @@ THROTTLE = ThrottleSettings(free_failures=3, first_delay=1.0, max_delay=30.0, ma
 REVIEW_DAYS = 30
 _REQUEST_PATH = re.compile(r"\A/requests/([0-9A-Za-z-]{1,16})(/approve|/deny)?\Z")
 NAV = (("/requests", "Requests"), ("/grants", "Grants"), ("/employees", "Employees"),
-       ("/review", "Access review"), ("/acknowledgements", "Terms of Use"),
-       ("/health", "Policy health"))
+       ("/review", "Access review"), ("/activity", "Activity"),
+       ("/acknowledgements", "Terms of Use"), ("/health", "Policy health"))
 
 SignInsNow = Callable[[], SignIns | None]
 
@@ -284,7 +288,7 @@ class Console:
                          f"Nothing was changed in the database ({e.kind}). Try again in a "
                          "minute.") from e
 
-    async def edit(self, change: Callable[[], EditResult]) -> EditResult:
+    async def edit(self, change: Callable[[], E]) -> E:
         """A change of approvals.yaml, in a thread, within EDIT_SECONDS; refusals as pages."""
         try:
             return await asyncio.wait_for(asyncio.to_thread(change), EDIT_SECONDS)
@@ -337,6 +341,10 @@ class View:
                                          form)
             if path in ("/grants/revoke", "/grants/extend"):
                 return await self.change_grant(path.rpartition("/")[2], form)
+            if path == "/employees/add":
+                return await self.add_employee(form)
+            if path == "/employees/remove":
+                return await self.remove_employee(form)
             raise ConsoleError(404, "not_found", "No such page", "There is no such form here.")
         if method not in ("GET", "HEAD"):
             raise ConsoleError(405, "method_not_allowed", "Not allowed", "Use the console's pages.")
@@ -352,6 +360,7 @@ class View:
             return await self.request_page(normalize_request_id(match.group(1)))
         pages = {"/requests": self.requests_page, "/grants": self.grants_page,
                  "/employees": self.employees_page, "/review": self.review_page,
+                 "/activity": self.activity_page,
                  "/acknowledgements": self.acknowledgements_page, "/health": self.health_page}
         if path in pages:
             return await pages[path]()
@@ -501,7 +510,26 @@ class View:
     async def review_page(self) -> http.Response:
         report = await self._report()
         return self.render(200, "review", "console_review.html",
-                           text=format_review_text(report))
+                           text=format_review_text(report), leavers=report["leaver_grants"])
+
+    async def activity_page(self) -> http.Response:
+        """`gatekeeper activity` in the browser: the same report, filtered by the query's
+        since/employee/service, read through the state worker."""
+        query = self.flow.request.query
+        today = dt.date.today()
+        since = _date(query.get("since", "")) or today - dt.timedelta(days=REVIEW_DAYS)
+        employee = query.get("employee", "").strip() or None
+        service = query.get("service", "").strip() or None
+        start = dt.datetime.combine(since, dt.time(), dt.UTC)
+        events = await self.console.state(
+            "activity", lambda db: db.activity(start, employee=employee, service=service),
+            timeout=READ_SECONDS)
+        report = activity_report(events, self.policy.employees, since, today,
+                                 self.policy.event_retention_days)
+        return self.render(200, "activity", "console_activity.html", report=report,
+                           categories=CATEGORIES, employee=employee or "",
+                           service=service or "", employees=sorted(self.policy.employees),
+                           services=sorted(self.policy.services))
 
     async def acknowledgements_page(self) -> http.Response:
         report = await self._report()
@@ -517,6 +545,42 @@ class View:
             for eid, e in sorted(policy.employees.items())
         ]
         return self.render(200, "employees", "console_employees.html", employees=people)
+
+    async def add_employee(self, form: dict[str, str]) -> http.Response:
+        employee, email = form.get("employee", "").strip(), form.get("email", "").strip()
+        addresses = form.get("addresses", "").replace(",", " ").split()
+        if not employee or not email:
+            raise ConsoleError(400, "refused", "Not changed",
+                               "Give the employee's id and company e-mail address.")
+        config_dir, state_dir = _dirs()
+        before = self.console.before_replace
+        result = await self.console.edit(lambda: approving.add_employee(
+            config_dir, state_dir, employee, email, addresses=addresses,
+            before_replace=before))
+        self._changed("employee_added", result.employee, email=result.email,
+                      addresses=addresses)
+        devices = f", devices {', '.join(addresses)}" if addresses else ""
+        return self.done("employee_added", f"Added: employee {result.employee} "
+                         f"<{result.email}>{devices}. The proxy applies it within a second.")
+
+    async def remove_employee(self, form: dict[str, str]) -> http.Response:
+        """Refused while the employee holds grants (named), unless the form's "also remove
+        their grants" box is ticked: `gatekeeper employee remove --force`."""
+        employee = form.get("employee", "").strip()
+        with_grants = form.get("with_grants") == "yes"
+        held = sorted(s for (who, s) in self.policy.grants if who == employee)
+        if held and not with_grants:
+            raise ConsoleError(409, "holds_grants", "Not removed",
+                               f"{employee} holds grants for {', '.join(held)}. Revoke them "
+                               "first, or tick \"also remove their grants\" and remove again.")
+        config_dir, state_dir = _dirs()
+        before = self.console.before_replace
+        result = await self.console.edit(lambda: approving.remove_employee(
+            config_dir, state_dir, employee, with_grants=with_grants, before_replace=before))
+        self._changed("employee_removed", result.employee, revoked=list(result.revoked))
+        grants = f" and their grants for {', '.join(result.revoked)}" if result.revoked else ""
+        return self.done("employee_removed", f"Removed: employee {result.employee} "
+                         f"<{result.email}>{grants}. The proxy applies it within a second.")
 
     async def health_page(self) -> http.Response:
         """The policy in force and whether the files on disk load now (off the loop)."""
@@ -558,7 +622,8 @@ class View:
                          "The form did not come from this page or is too old. Nothing was "
                          "changed: go back, reload the page and try again.")
 
-    def _changed(self, action: str, employee: str, service: str, **details: Any) -> None:
+    def _changed(self, action: str, employee: str, service: str | None = None,
+                 **details: Any) -> None:
         self.console.runtime.metrics.console_changes.labels(action).inc()
         log.info("console_change", action=action, by=self.session.approver, employee=employee,
                  service=service, at=_utc(self.now).isoformat(timespec="seconds"), **details)

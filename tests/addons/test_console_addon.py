@@ -1,7 +1,8 @@
 """The approver's console (gatekeeper.addons.console) in process: sign-in (only the approver,
 CSRF, back-off), the notification's signed link (tampered, expired, reused, and a GET never
 deciding), approving and denying through approvals.yaml and the state database, and a hand
-edit of approvals.yaml during a console approval."""
+edit of approvals.yaml during a console approval; employees added and removed, a leaver's grant
+revoked from the access review, and the activity report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+import yaml
 from support import configs
 from support.flows import HTML, cycle, make_flow, make_policy, make_runtime, metric
 
@@ -22,7 +24,8 @@ from gatekeeper.config.loader import load_policy
 from gatekeeper.console.links import LinkSigner
 from gatekeeper.console.password import set_password
 from gatekeeper.console.sessions import COOKIE, Sessions
-from gatekeeper.statedb import load_secret
+from gatekeeper.directory.store import office_policy
+from gatekeeper.statedb import ACCOUNT_CREATED, AuditedAction, load_secret
 
 HOST = "gatekeeper.office"
 PASSWORD = "a long approver password"
@@ -315,3 +318,133 @@ def test_without_any_password_the_sign_in_page_says_what_to_do(office, tmp_path)
     refused = Browser(console, tmp_path).sign_in()
     assert outcome(refused) == (503, "no_password")
     assert "gatekeeper approver-password" in refused.get_text()
+
+
+def test_employees_are_added_and_removed_as_with_the_commands(office, tmp_path) -> None:
+    runtime, console = office
+    approvals = tmp_path / "config" / "approvals.yaml"
+    approver = Browser(console, tmp_path)
+    approver.sign_in()
+    page = approver.go("/employees").get_text()
+    assert 'action="/employees/add"' in page and 'name="with_grants"' in page
+    assert outcome(approver.go("/employees/add", {"employee": "dora",
+                                                  "email": "dora@clinic.example"})) == (
+        403, "csrf_invalid")
+    added = approver.post("/employees/add", employee="dora", email="dora@clinic.example",
+                          addresses="192.0.2.31, 192.0.2.32")
+    assert outcome(added) == (200, "employee_added")
+    dora = load_policy(tmp_path / "config").employees["dora"]
+    assert (dora.email, [str(a) for a in dora.addresses]) == (
+        "dora@clinic.example", ["192.0.2.31/32", "192.0.2.32/32"])
+    before = approvals.read_text()
+    personal = approver.post("/employees/add", employee="eve", email="eve@gmail.com")
+    assert outcome(personal) == (400, "refused")  # validated like the command: not written
+    assert "eve@gmail.com" in personal.get_text() and approvals.read_text() == before
+    again = approver.post("/employees/add", employee="dora", email="dora@clinic.example")
+    assert outcome(again) == (400, "refused") and "already" in again.get_text()
+
+    held = approver.post("/employees/remove", employee="alice")
+    assert outcome(held) == (409, "holds_grants")
+    assert "alice holds grants for linkedin" in held.get_text()
+    assert "alice" in load_policy(tmp_path / "config").employees
+    removed = approver.post("/employees/remove", employee="alice", with_grants="yes")
+    assert outcome(removed) == (200, "employee_removed")
+    assert "their grants for linkedin" in removed.get_text()
+    policy = load_policy(tmp_path / "config")
+    assert "alice" not in policy.employees and ("alice", "linkedin") not in policy.grants
+    assert outcome(approver.post("/employees/remove", employee="dora")) == (
+        200, "employee_removed")
+    assert metric(runtime, "gatekeeper_console_changes_total", action="employee_added") == 1
+    assert metric(runtime, "gatekeeper_console_changes_total", action="employee_removed") == 2
+
+
+def test_extending_records_who_and_when_in_the_grant(office, tmp_path) -> None:
+    runtime, console = office
+    approver = Browser(console, tmp_path)
+    approver.sign_in()
+    approver.go("/grants")
+    extended = approver.post("/grants/extend", employee="alice", service="linkedin",
+                             expires=TOMORROW.isoformat())
+    assert outcome(extended) == (200, "extended")
+    grant = load_policy(tmp_path / "config").grants[("alice", "linkedin")]
+    assert (grant.expires, grant.approved_by, grant.approved_on) == (
+        TOMORROW, configs.APPROVER, dt.date.today())
+    assert metric(runtime, "gatekeeper_console_changes_total", action="extended") == 1
+
+
+def test_a_hand_edit_during_an_employee_change_is_kept_and_the_change_refused(
+        office, tmp_path) -> None:
+    _, console = office
+    approvals = tmp_path / "config" / "approvals.yaml"
+    edited = approvals.read_text() + "\n# edited by hand while the console was adding\n"
+    console.before_replace = lambda: approvals.write_text(edited)
+    approver = Browser(console, tmp_path)
+    approver.sign_in()
+    approver.go("/employees")
+    refused = approver.post("/employees/add", employee="dora", email="dora@clinic.example")
+    assert outcome(refused) == (409, "concurrent_edit")
+    assert "changed by someone else" in refused.get_text()
+    assert approvals.read_text() == edited
+
+
+def test_the_review_offers_to_revoke_a_leavers_grant(tmp_path) -> None:
+    approvals = configs.approvals_doc()
+    approvals["employees"]["ivy"] = {"email": configs.APPROVER}
+    approvals["grants"].append(configs.grant("frank", "x"))  # frank left the directory group
+    config = configs.write_config(tmp_path / "config", approvals=approvals)
+    password = tmp_path / "bind-password"
+    password.write_text("secret\n")
+    password.chmod(0o600)
+    (config / "gateway.yaml").write_text(yaml.safe_dump({
+        "mode": "explicit", "lan": {"networks": ["192.0.2.0/24"]},
+        "directory": {"preset": "openldap", "url": "ldaps://dc.clinic.example",
+                      "bind_dn": "cn=gk,dc=clinic,dc=example",
+                      "bind_password_file": str(password), "base_dn": "dc=clinic,dc=example"}}))
+    runtime = make_runtime(tmp_path, office_policy(config))
+    set_password(tmp_path / "state", configs.APPROVER, PASSWORD)
+    console = Console(runtime)
+    console.links = LinkSigner(load_secret(tmp_path / "state"))
+    try:
+        approver = Browser(console, tmp_path)
+        approver.sign_in()
+        review = approver.go("/review").get_text()
+        row = re.search(r'<tr data-grant="frank/x">.*?</tr>', review, re.S)
+        assert row and 'action="/grants/revoke"' in row.group(0)
+        assert 'data-grant="alice/linkedin"' not in review  # only leavers get the button here
+        assert outcome(approver.post("/grants/revoke", employee="frank", service="x")) == (
+            200, "revoked")
+        assert ("frank", "x") not in load_policy(config).grants
+        assert metric(runtime, "gatekeeper_console_changes_total", action="revoked") == 1
+    finally:
+        console.done()
+
+
+def test_the_activity_page_is_the_activity_report_with_its_filters(office, tmp_path) -> None:
+    runtime, console = office
+    now = dt.datetime.now(dt.UTC)
+    runtime.state.record_many([
+        AuditedAction("bob", "facebook", "group_joined", now - dt.timedelta(hours=2),
+                      target="group-4711"),
+        AuditedAction("alice", "linkedin", "connection_request_sent",
+                      now - dt.timedelta(hours=1), target="profile-42"),
+        AuditedAction("alice", "linkedin", ACCOUNT_CREATED, now - dt.timedelta(days=45),
+                      target="a***@clinic.example"),
+    ])
+    approver = Browser(console, tmp_path)
+    assert outcome(approver.go("/activity")) == (200, "sign_in")  # nothing without sign-in
+    approver.sign_in()
+    page = approver.go("/activity")
+    assert outcome(page) == (200, "activity")
+    text = page.get_text()
+    assert "group-4711" in text and "profile-42" in text
+    assert "a***@clinic.example" not in text  # 45 days ago: before the default 30 days
+    row = re.search(r'<tr data-row="bob/facebook">(.*?)</tr>', text, re.S)
+    assert row and [int(n) for n in re.findall(r"<td>(\d+)</td>", row.group(1))] == [
+        0, 0, 1, 0, 0, 0]  # one group joined
+    since = (now - dt.timedelta(days=60)).date().isoformat()
+    older = approver.go(f"/activity?since={since}&employee=alice&service=").get_text()
+    assert "a***@clinic.example" in older and "profile-42" in older
+    assert "group-4711" not in older
+    assert "group-4711" in approver.go("/activity?service=facebook").get_text()
+    assert 'id="no-activity"' in approver.go("/activity?employee=carol").get_text()
+    assert outcome(approver.go("/activity?since=yesterday")) == (400, "refused")
