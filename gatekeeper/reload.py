@@ -31,7 +31,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from gatekeeper import heap, snapshot
+from gatekeeper import snapshot
 from gatekeeper.config.incremental import LoadCache
 from gatekeeper.config.loader import APPROVALS_FILE, SERVICES_FILE, config_files, load_policy
 from gatekeeper.config.yamlsrc import ConfigError
@@ -203,7 +203,6 @@ class PolicyReloader:
         self._use(policy)
         if threading.current_thread() is self._worker:
             self._save()  # after the swap: the new policy never waits for the disk
-            heap.release_free_memory()  # what the last policies' builds freed (gatekeeper.heap)
 
     def _use(self, policy: Policy) -> None:
         self.holder.policy = policy

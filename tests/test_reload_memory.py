@@ -1,9 +1,11 @@
 """Memory over reloads, through a real proxy with one keep-alive client connection (issue 13).
 
-A reload of a large approvals file used to leave its freed memory in glibc's heaps: the
-proxy's RSS climbed about 0.4 MiB a reload (1.14x after 30 reloads of this file) while one
-policy stayed alive. These tests reload a large file many times, with the client asking
-between reloads as the benchmark does, and check that old policies die and RSS stays put.
+A finished flow kept its context, and so the policy it was decided by, until Python's next full
+garbage collection (mitmproxy keeps finished streams in reference cycles), which comes seldom
+in a proxy holding a large policy: 5 old policies were still alive after these 30 reloads, and
+1,000 reloads of the benchmark's 10,000-employee file took RSS to 2.73x the first. This test
+reloads a large file with the client asking between reloads as the benchmark does, then
+counts the policies not freed yet and compares RSS.
 """
 
 from __future__ import annotations
