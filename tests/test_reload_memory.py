@@ -16,6 +16,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from support import configs
 from support.live_policies import REPORT
 from support.proxy import REPO
@@ -28,6 +29,8 @@ GRANTED = ("  - employee: alice\n    service: facebook\n"
            f"    approved_by: {configs.APPROVER}\n    approved_on: 2026-01-01\n")
 SCRIPT = Path(__file__).parent / "support" / "live_policies.py"
 TIMEOUT = 30
+
+pytestmark = pytest.mark.e2e  # starts a real proxy process
 
 
 def large_config(directory: Path) -> str:
