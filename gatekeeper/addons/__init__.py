@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gatekeeper.addons.accounts import Accounts
 from gatekeeper.addons.console import Console
+from gatekeeper.addons.context import FinishedFlows
 from gatekeeper.addons.destinations import GatewayDestinations
 from gatekeeper.addons.directory import DirectoryEmployees
 from gatekeeper.addons.enforce import AllowedCounter, Enforcer
@@ -40,5 +41,6 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
         RequestStatus(runtime),  # the block page: where the employee's request stands
         AllowedCounter(runtime),  # after every check that may still refuse an allowed flow
         PacListener(runtime),
-        runtime.recorder,  # last: its `done` writes what the others recorded
+        runtime.recorder,  # its `done` writes what the others recorded
+        FinishedFlows(),  # last: a flow that is over lets go of its context
     ]
