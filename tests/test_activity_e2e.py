@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from catalog_samples import SAMPLES, Sample, filled_services_text
-from support import configs
+from catalog_samples import SAMPLES, Sample
 from support.cli import run_main
 from support.fakesite import FakeSite
 from support.waiting import wait_until
-from test_accounts_e2e import Secrets
+from test_signin_replays import shipped_config  # noqa: F401 (the fixture, shared with it)
 
 pytestmark = pytest.mark.e2e  # starts a real proxy process
 
@@ -32,23 +29,6 @@ SIGNUPS = [s for s in SAMPLES if s.kind == "signups"]
 AUDITED = [s for s in SAMPLES if s.kind == "audited"]
 APP_CONSENT = next(s for s in SAMPLES if s.kind == "prohibited" and s.service == "facebook"
                    and s.action == "app_authorization")
-
-
-@pytest.fixture
-def shipped(tmp_path: Path) -> tuple[Path, list[str], str, Secrets]:
-    """config/services.yaml as shipped, alice granted every service that needs a grant."""
-    vault = Secrets()
-    text = filled_services_text()
-    catalog = yaml.safe_load(text)["services"]
-    approvals = configs.approvals_doc()
-    approvals["grants"] = [configs.grant("alice", service) for service, entry in catalog.items()
-                           if entry.get("access", "approved") == "approved"]
-    config = configs.write_config(tmp_path / "shipped-config", approvals=approvals)
-    (config / "services.yaml").write_text(text)
-    password = vault.new("proxy-alice")
-    users = configs.write_htpasswd(tmp_path / "users.htpasswd", {"alice": password})
-    vault.add(PERSONAL)
-    return config, ["--set", f"proxyauth=@{users}"], password, vault
 
 
 def send(client: requests.Session, site: FakeSite, sample: Sample, account: str,
@@ -66,8 +46,8 @@ def reached(site: FakeSite, sample: Sample) -> int:
     return len([r for r in site.requests_to(path) if r.method == sample.method])
 
 
-def test_sign_ups_and_activities_of_the_shipped_catalog(gk, shipped, capsys) -> None:
-    config, args, password, vault = shipped
+def test_sign_ups_and_activities_of_the_shipped_catalog(gk, request, capsys) -> None:
+    config, args, password, vault = request.getfixturevalue("shipped_config")
     hosts = sorted({s.host for s in (*SIGNUPS, *AUDITED, APP_CONSENT)})
     with FakeSite(hosts) as site:
         proxy = gk(config, args=args, hosts=dict.fromkeys(hosts, site.address))

@@ -19,11 +19,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 from support import configs
-from support.proxy import free_port
+from support.smtp import Inbox, running_inbox
 from test_browser_e2e import CHROMIUM, GATEKEEPER, TIMEOUT_MS, shoot, spki_sha256, sync_api
-from test_notify import Inbox, smtp_settings
+from test_notify import smtp_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -35,13 +34,8 @@ EXPIRES = dt.date.today() + dt.timedelta(days=60)
 
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    with running_inbox() as server:
+        yield server
 
 
 def wait_for_link(inbox: Inbox, count: int, timeout: float = 20.0) -> str:

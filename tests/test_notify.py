@@ -13,10 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from support import configs
 from support.proxy import free_port
-from support.smtp import Inbox
+from support.smtp import Inbox, running_inbox
 from support.waiting import wait_until
 
 from gatekeeper.config.loader import load_policy
@@ -67,13 +66,8 @@ class Receiver:
 
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    with running_inbox() as server:
+        yield server
 
 
 def policy_with(tmp_path: Path, notify: dict) -> Policy:

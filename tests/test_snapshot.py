@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from support import configs
-from support.proxy import GatekeeperProcess, can_unshare, free_port, port_open
-from support.smtp import Inbox
+from support.proxy import GatekeeperProcess, can_unshare, port_open
+from support.smtp import Inbox, running_inbox
 from support.waiting import wait_until
 
 from gatekeeper import snapshot
@@ -43,13 +42,8 @@ def test_save_writes_only_what_changed_and_only_what_was_loaded(tmp_path: Path) 
 
 @pytest.fixture
 def inbox() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    with running_inbox() as server:
+        yield server
 
 
 @pytest.fixture
