@@ -404,6 +404,27 @@ def test_reload_cache_gives_what_a_full_load_gives(
     assert cached == full
 
 
+def test_reload_cache_reads_grants_listed_at_the_margin(tmp_path: Path) -> None:
+    """PyYAML's default dump puts the `- ` of the grants at the key's column: the cache still
+    reuses the unchanged entries, and gives what a full load gives."""
+    def at_margin(text: str) -> str:
+        head, grants = text.split("grants:\n")
+        return head + "grants:\n" + "\n".join(line[2:] for line in grants.split("\n"))
+
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "approvals.yaml").write_text(at_margin(APPROVALS))
+    cache = LoadCache()
+    load_policy(tmp_path, cache=cache)
+    edited = at_margin(grant())
+    assert edited.endswith("\n- employee: bob\n  service: facebook\n"
+                           "  approved_by: it.lead@clinic.example\n  approved_on: 2026-11-20\n")
+    (tmp_path / "approvals.yaml").write_text(edited)
+    texts = {name: (tmp_path / name).read_text() for name in ("services.yaml", "approvals.yaml")}
+    assert cache.reuse(tmp_path, texts, "sha") is not None
+    assert _policy_fields(load_policy(tmp_path, cache=cache)) == _policy_fields(
+        load_policy(tmp_path))
+
+
 def test_approved_on_after_tomorrow_is_refused_with_its_line(tmp_path: Path) -> None:
     import datetime as dt
 

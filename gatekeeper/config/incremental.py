@@ -36,7 +36,9 @@ from gatekeeper.core.model import AddressIndex, Employee, Grant, Policy
 # The two sections that grow with the office, as block collections under a top-level key.
 _SECTION = re.compile(r"\n(employees|grants)[ ]*:[ ]*(?:#[^\n]*)?(?=\n|\Z)")
 _SECTION_ANY_FORM = re.compile(r"\n(?:employees|grants)\b")
-_TOP_LEVEL = re.compile(r"\n(?=[^ \n#])")  # the next top-level key ends a section
+# The next top-level key ends a section; a `- ` at the margin does not: PyYAML's default dump
+# puts a list's items at its key's column.
+_TOP_LEVEL = re.compile(r"\n(?=[^ \n#-]|-[^ \n])")
 _FIRST_CONTENT = re.compile(r"\n( *)([^ \n#])")
 _COMMENT = re.compile(r"(?:^|[ ])#[^\n]*", re.M)
 # What may make a line's meaning depend on lines around it, or is simply rare in this file:
