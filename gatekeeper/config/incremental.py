@@ -155,6 +155,8 @@ class LoadCache:
         ):
             return
         emails = {e.id: e.email for e in policy.employees.values()}
+        if any(g.employee not in emails for g in policy.grants.values()):
+            return  # grants of the office directory's people: their checks need the directory
         self._last = _Remembered(
             services_text=texts[SERVICES_FILE],
             rest=split.rest,
