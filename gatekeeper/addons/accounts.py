@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http
+from mitmproxy.net.http import cookies as http_cookies
 
 from gatekeeper.addons.context import FlowContext, decided
 from gatekeeper.addons.decisions import enforce, fail_closed
-from gatekeeper.addons.runtime import Runtime, leave_unread, log
+from gatekeeper.addons.runtime import Runtime, header_items, leave_unread, log
 from gatekeeper.bodies import BodyError, declared_length, decode_body
 from gatekeeper.core import credentials, protobuf
 from gatekeeper.core.hosts import normalize_host
@@ -46,30 +47,27 @@ from gatekeeper.core.logins import (
     LoginCheck,
     LoginResult,
     Target,
-    account_rule,
     accounts_of,
     action_target,
+    applicable,
     check_login,
-    field_rules,
+    first_action,
     form_tokens,
     issued_cookies,
     issued_tokens,
-    login_rule,
     make_target,
-    match_action,
-    needs_body,
     read_form,
     read_json,
     request_tokens,
     session_reason,
-    signup_step,
-    step_rule,
+    step_of,
 )
 from gatekeeper.core.model import (
     Decision,
     FieldPath,
     ProtobufFields,
     Reason,
+    Rules,
     Service,
     Verdict,
 )
@@ -160,7 +158,8 @@ class Accounts:
         if decision.verdict is not Verdict.ALLOW:
             return
         target = _target(flow, context, service)
-        prohibited = match_action(service.prohibited, target, None)
+        rules = context.rules
+        prohibited = first_action(rules.prohibited, None)
         if prohibited is not None:  # first: its query may hold an OAuth request token, and
             # its target, if any (an app's client id)
             query = read_form("", b"", target.query) if prohibited.target else None
@@ -169,20 +168,22 @@ class Accounts:
             return
         if self._session_refused(flow, context, service):
             return
-        if context.needs_body or _guard_reads(service, target, flow.request) \
-                or _token_body(service, target) or _guard_message(service, target, flow.request):
-            flow.request.stream = False  # the request hook reads it: never forward it early
+        request = flow.request
+        if rules.needs_body or _guard_reads(service, target, request, rules) \
+                or _token_body(service, target, rules) \
+                or _guard_message(service, target, request, rules):
+            request.stream = False  # the request hook reads it: never forward it early
         if self._actions_unreadable(flow, context, service, target):
             leave_unread(flow)
             return
-        if context.account is None:
+        if rules.account is None:
             self._guard_headers(flow, context, service, target)
             return
-        detail = _unreadable_login(flow.request, self.max_body)
+        detail = _unreadable_login(request, self.max_body)
         if detail is not None:
             context.body_unread = True
             check = LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
-            if login_rule(service, target) is not None:
+            if rules.login is not None:
                 self._login_checked(flow, context, check)
             else:
                 self._signup_checked(flow, context, check)
@@ -194,55 +195,66 @@ class Accounts:
         if governed is None:
             return
         context, service = governed
-        policy, decision = context.policy, context.decision
+        decision = context.decision
         if decision.verdict is not Verdict.ALLOW or context.body_unread:
             return
         target = _target(flow, context, service)
-        guarded = _guard_reads(service, target, flow.request)
-        first = context.login
+        rules = context.rules
+        request = flow.request
+        guarded = _guard_reads(service, target, request, rules)
+        first = rules.login
         if first is not None and first.protobuf is not None:
             form = self._message(flow, first.protobuf)
         else:
-            form = self._form(flow) if context.needs_body or guarded else None
+            form = self._form(flow) if rules.needs_body or guarded else None
         if form is None and not context.actions_unread \
-                and self._actions_unread(flow, context, service, target, "unreadable_body"):
+                and self._actions_unread(flow, context, service, "unreadable_body"):
             return
-        if _token_body(service, target):
+        if _token_body(service, target, rules):
             form = form or self._form(flow)
             tokens = form_tokens(service.session_tokens, target, form)  # type: ignore[arg-type]
             if self._session_refused(flow, context, service, tokens):
                 return
-        content_type = flow.request.headers.get("content-type", "")
-        if guarded and self._guard_refused(
-                flow, context, credentials.guard_form(service, content_type, form)):
+        if guarded and self._guard_refused(flow, context, credentials.guard_form(
+                service, request.headers.get("content-type", ""), form)):
             return
-        passwords = _guard_message(service, target, flow.request)
+        passwords = _guard_message(service, target, request, rules)
         if passwords and self._guard_refused(flow, context, self._message_check(flow, passwords)):
             return
+        if rules.account is not None \
+                and not self._accounts_checked(flow, context, service, rules, form):
+            return
+        fields = None if context.actions_unread else form  # unread: field rules never match
+        prohibited = first_action(rules.prohibited, fields)
+        if prohibited is not None:
+            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
+                        action_target(prohibited, target, fields))
+            return
+        audited = first_action(rules.audited, fields)
+        if audited is not None:
+            self._audit(decision.employee, service.id, audited.action,
+                        action_target(audited, target, fields))
+
+    def _accounts_checked(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
+                          rules: Rules, form: Form | None) -> bool:
+        """The login and the sign-up the request makes, checked against the grant's
+        accounts; True when it may go on."""
+        policy, decision = context.policy, context.decision
         accounts = accounts_of(policy, decision.employee, service.id)
-        rule = step_rule(service, target, form) if context.login is not None else None
+        rule = step_of(rules.logins, form) if rules.login is not None else None
         if rule is not None:
             continuing = decision.employee is not None \
                 and self._login_in_progress(decision.employee, service.id)
             check = check_login(rule, accounts, decision.employee, policy.accounts, form,
                                 continuing)
             if not self._login_checked(flow, context, check):
-                return
-        signup = signup_step(service, target, form)
+                return False
+        signup = step_of(rules.signups, form)
         if signup is not None:
             check = check_login(signup, accounts, decision.employee, policy.accounts, form)
             if not self._signup_checked(flow, context, check):
-                return
-        fields = None if context.actions_unread else form  # unread: field rules never match
-        prohibited = match_action(service.prohibited, target, fields)
-        if prohibited is not None:
-            self._block(flow, context, Reason.PROHIBITED_ACTION, prohibited.action,
-                        action_target(prohibited, target, fields))
-            return
-        audited = match_action(service.audited, target, fields)
-        if audited is not None:
-            self._audit(decision.employee, service.id, audited.action,
-                        action_target(audited, target, fields))
+                return False
+        return True
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
@@ -259,7 +271,8 @@ class Accounts:
         values = [
             value
             for value, attrs in (flow.response.cookies.get_all(service.session_cookie)
-                                 if service.session_cookie else ())
+                                 if service.session_cookie
+                                 and flow.response.headers.get_all("set-cookie") else ())
             if value and not _expires_now(attrs)
         ]
         if service.session_tokens is not None and self._login_in_progress(employee, service.id):
@@ -311,26 +324,26 @@ class Accounts:
                             target: Target) -> bool:
         """Field-matched action rules on a body that cannot be read whole, judged on the
         headers (as a login's); True when the request was refused."""
-        if not field_rules((*service.prohibited, *service.audited), target):
+        rules = context.rules
+        if not rules.field_rules:
             return False
         detail = _unreadable_login(flow.request, self.max_body)
         if detail is None:
             return False
         context.actions_unread = True
-        if self._actions_unread(flow, context, service, target, detail):
+        if self._actions_unread(flow, context, service, detail):
             return True
-        if account_rule(service, target) is None \
-                and not _guard_reads(service, target, flow.request):
+        if rules.account is None and not _guard_reads(service, target, flow.request, rules):
             flow.request.stream = True  # recorded unread: forwarded as it comes, never held
         return False
 
     def _actions_unread(self, flow: http.HTTPFlow, context: FlowContext, service: Service,
-                        target: Target, detail: str) -> bool:
+                        detail: str) -> bool:
         """Fail closed where field-matched action rules apply to a body that was not read: a
         prohibited one could match, so the request is refused (`unreadable_request`); an
         audited one is recorded as `unreadable`, never dropped. True when refused."""
-        prohibited = field_rules(service.prohibited, target)
-        audited = field_rules(service.audited, target)
+        prohibited = [rule for rule in context.rules.prohibited if rule.fields]
+        audited = [rule for rule in context.rules.audited if rule.fields]
         if not (prohibited or audited):
             return False
         decision = context.decision
@@ -364,8 +377,8 @@ class Accounts:
         """The credential guard on the headers, where no login rule applies: a credential in
         a header, or a form-like body that cannot be read whole, is refused now."""
         request = flow.request
-        check = credentials.guard_headers(service, target, request.headers.items(multi=True))
-        if check is None and _guard_reads(service, target, request) \
+        check = credentials.guard_headers(service, target, header_items(request))
+        if check is None and _guard_reads(service, target, request, context.rules) \
                 and credentials.form_like(request.headers.get("content-type", "")):
             detail = _unreadable_login(request, self.max_body)
             check = detail and LoginCheck(LoginResult.UNVERIFIABLE, detail=detail)
@@ -564,12 +577,22 @@ def _session_values(flow: http.HTTPFlow, context: FlowContext, service: Service)
     tokens the request carries for `service`. A sign-in request's tokens (Facebook's app token
     on auth/login) are not sessions."""
     request = flow.request
-    values = [v for v in request.cookies.get_all(service.session_cookie) if v] \
-        if service.session_cookie and _signed_in(request, service) else []
+    values: list[str] = []
+    if service.session_cookie:
+        cookies = _cookies(request)
+        if cookies and _signed_in(cookies, service):
+            values = [v for name, v in cookies if name == service.session_cookie and v]
     target = _target(flow, context, service)
-    if service.session_tokens is not None and login_rule(service, target) is None:
-        values += request_tokens(service.session_tokens, target, request.headers.items(multi=True))
+    if service.session_tokens is not None and context.rules.login is None:
+        values += request_tokens(service.session_tokens, target, header_items(request))
     return values
+
+
+def _cookies(request: http.Request) -> tuple[tuple[str, str], ...]:
+    """The request's cookies as (name, value) pairs, in order (mitmproxy's `cookies` view
+    parses the headers again at each lookup); nothing to parse without a Cookie header."""
+    headers = request.headers.get_all("cookie")
+    return tuple(http_cookies.parse_cookie_headers(headers)) if headers else ()
 
 
 def _governed(
@@ -589,19 +612,15 @@ def _governed(
 
 
 def _target(flow: http.HTTPFlow, context: FlowContext, service: Service) -> Target:
-    """What the catalog rules look at, with the login rule it matches, the login or sign-up
-    rule, and whether a rule needs the body (`context.login`, `context.account`,
-    `context.needs_body`): worked out once per flow, as
-    both request hooks ask."""
+    """What the catalog rules look at, with the rules that apply to it (`context.rules`):
+    worked out once per flow, as both request hooks ask."""
     target = context.target
     if target is None:
         request = flow.request
         path, _, query = request.path.partition("?")
         hosts = (_normalized(host) for host in dict.fromkeys(context.hosts) if host)
         target = context.target = make_target(request.method, hosts, path, query)
-        context.login = login_rule(service, target)
-        context.account = context.login or account_rule(service, target)
-        context.needs_body = context.account is not None or needs_body(service, target)
+        context.rules = applicable(service, target)
     return target
 
 
@@ -609,41 +628,41 @@ def _target(flow: http.HTTPFlow, context: FlowContext, service: Service) -> Targ
 _normalized = functools.lru_cache(maxsize=1024)(normalize_host)
 
 
-def _guard_reads(service: Service, target: Target, request: http.Request) -> bool:
+def _guard_reads(service: Service, target: Target, request: http.Request, rules: Rules) -> bool:
     """Whether the credential guard reads this request's body: one that may carry a form,
-    sent to a service that needs a grant, where no login or sign-up rule applies. The method
-    first: a GET's headers are not read for it."""
+    sent to a service that needs a grant, where no login or sign-up rule (of `rules`, those
+    that apply) does. The method first: a GET's headers are not read for it."""
     return (service.guarded and target.method in credentials.BODY_METHODS
-            and credentials.readable_body(target.method, request.headers.get("content-type", ""))
-            and account_rule(service, target) is None)
+            and rules.account is None
+            and credentials.readable_body(target.method, request.headers.get("content-type", "")))
 
 
-def _signed_in(request: http.Request, service: Service) -> bool:
+def _signed_in(cookies: tuple[tuple[str, str], ...], service: Service) -> bool:
     """Whether the request's cookies say it is signed in, where the session cookie alone
     does not (`session: when`); a cookie given twice with different values counts if any
     copy has the value, as a server may read either."""
-    cookies = request.cookies
-    return all(any(v == want for v in cookies.get_all(name))
+    return all(any(n == name and v == want for n, v in cookies)
                for name, want in service.session_when.items())
 
 
-def _guard_message(service: Service, target: Target,
-                   request: http.Request) -> tuple[FieldPath, ...]:
+def _guard_message(service: Service, target: Target, request: http.Request,
+                   rules: Rules) -> tuple[FieldPath, ...]:
     """The password paths the credential guard reads in this protobuf request's body (where
-    no login rule applies); empty when it does not read it."""
-    if login_rule(service, target) is not None:
+    no login rule of `rules` applies); empty when it does not read it. The method first: a
+    GET's headers are not read for it."""
+    if rules.login is not None or target.method not in credentials.BODY_METHODS:
         return ()
     return credentials.protobuf_passwords(service, target,
                                           request.headers.get("content-type", ""))
 
 
-def _token_body(service: Service, target: Target) -> bool:
+def _token_body(service: Service, target: Target, rules: Rules) -> bool:
     """Whether the request's body may carry a session token (`access_token=` posted to the
     Graph API): a service whose session names params, on its token hosts, no sign-in."""
     tokens = service.session_tokens
     return (tokens is not None and bool(tokens.params) and target.method in credentials.BODY_METHODS
             and (tokens.hosts is None or not tokens.hosts.isdisjoint(target.hosts))
-            and login_rule(service, target) is None)
+            and rules.login is None)
 
 
 def _unreadable_login(request: http.Request, limit: int) -> str | None:

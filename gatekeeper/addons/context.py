@@ -16,9 +16,10 @@ from mitmproxy import http
 from gatekeeper.addons.runtime import Runtime, employee_of, flow_hosts
 from gatekeeper.core.decision import decide
 from gatekeeper.core.logins import Target
-from gatekeeper.core.model import Decision, LoginRule, Policy
+from gatekeeper.core.model import Decision, Policy, Rules
 
 CONTEXT_KEY = "gatekeeper"  # flow.metadata: the flow's `FlowContext`
+NO_RULES = Rules()
 
 
 @dataclass(slots=True)
@@ -36,9 +37,7 @@ class FlowContext:
     portal: str | None = None  # the portal endpoint (`path_key` form) answering this flow
     terms_url: str | None = None  # the terms the employee must accept first (interstitial)
     target: Target | None = None  # what the catalog's rules look at (built once, by Accounts)
-    login: LoginRule | None = None  # the login rule `target` matches (set with it)
-    account: LoginRule | None = None  # the login or sign-up rule it matches (set with it)
-    needs_body: bool = False  # a login or field-matched action rule applies (set with it)
+    rules: Rules = NO_RULES  # the service's rules that apply to `target` (set with it)
     body_unread: bool = False  # a login refused on its headers: its body is never read
     # Field-matched action rules applied but the body could not be read whole (judged on the
     # headers): already refused or recorded as unreadable, so never matched on the body.

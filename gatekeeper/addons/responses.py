@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import functools
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from mitmproxy import http
 
@@ -31,6 +30,7 @@ from gatekeeper.csrf import CsrfTokens
 from gatekeeper.pages import render
 from gatekeeper.statedb import APPROVED, DENIED, PENDING, AccessRequest
 
+T = TypeVar("T")
 REASON_HEADER = "X-Gatekeeper-Reason"
 OUTCOME_HEADER = "X-Gatekeeper-Portal"
 REQUESTABLE = frozenset({Reason.NOT_APPROVED, Reason.EXPIRED})  # the page offers a request
@@ -126,11 +126,19 @@ def _fresh(template: http.Response) -> http.Response:
     `Response.make` type-checks every field, most of what a refusal costs; a copy does not
     have to (the template was checked once). Its headers are an immutable tuple inside, so
     a later change to the copy's headers never reaches the template."""
-    response = copy.copy(template)
-    response.data = data = copy.copy(template.data)
-    data.headers = copy.copy(template.data.headers)
+    response = _shallow_copy(template)
+    response.data = data = _shallow_copy(template.data)
+    data.headers = _shallow_copy(template.data.headers)
     data.timestamp_start = data.timestamp_end = time.time()
     return response
+
+
+def _shallow_copy(obj: T) -> T:
+    """What `copy.copy` makes of these plain objects (a new instance sharing the attribute
+    values), at a fifth of its cost: `copy.copy` goes through the pickle protocol."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 def request_form(flow: http.HTTPFlow, decision: Decision,

@@ -139,6 +139,13 @@ def flow_hosts(flow: http.HTTPFlow) -> tuple[str | None, ...]:
     return (request.host, flow.client_conn.sni, request.host_header)
 
 
+def header_items(message: http.Message) -> list[tuple[str, str]]:
+    """Every header field as text, in order: what mitmproxy's `headers.items(multi=True)`
+    gives, decoded the same way, without its per-field bookkeeping."""
+    return [(name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            for name, value in message.headers.fields]
+
+
 def leave_unread(flow: http.HTTPFlow) -> None:
     """For a request answered in `requestheaders`: keep its body out of memory. mitmproxy 11
     sends an answer only once the whole request has arrived, buffering the body meanwhile,

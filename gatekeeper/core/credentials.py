@@ -79,14 +79,13 @@ def header_credential(
     value (old xAuth clients sent `x_auth_password` as a header)."""
     for name, value in headers:
         folded = _fold(name)
-        text = value.strip()
-        if not text:
-            continue
         if folded == "authorization":
-            if text[:6].casefold() == "basic " and not basic_names_app:
+            if value.strip()[:6].casefold() == "basic " and not basic_names_app:
                 return name
-        elif folded in fields or CREDENTIAL_VALUES.get(folded) == text.casefold():
-            return name
+        elif folded in fields or folded in CREDENTIAL_VALUES:  # the value read only then
+            text = value.strip()
+            if text and (folded in fields or CREDENTIAL_VALUES[folded] == text.casefold()):
+                return name
     return None
 
 
@@ -144,7 +143,7 @@ def guard_headers(
     header carries a credential, None otherwise (or for a service it does not guard)."""
     if not service.guarded:
         return None
-    app = basic_names_app(service.basic_auth_apps, target)
+    app = bool(service.basic_auth_apps) and basic_names_app(service.basic_auth_apps, target)
     return UNRECOGNIZED if header_credential(headers, service.credential_fields, app) else None
 
 

@@ -20,7 +20,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from gatekeeper.core.identifiers import normalize_identifier
-from gatekeeper.core.model import ActionRule, LoginRule, Policy, Reason, Service, SessionTokens
+from gatekeeper.core.model import (
+    ActionRule,
+    LoginRule,
+    Policy,
+    Reason,
+    Rules,
+    Service,
+    SessionTokens,
+)
 from gatekeeper.core.paths import canonical_path
 
 MAX_FORM_FIELDS = 10_000  # a login form has a dozen; this only bounds a hostile body
@@ -94,38 +102,50 @@ def applies(rule: LoginRule | ActionRule, target: Target) -> bool:
     """Method, hosts and path (a regular expression matched from the start) all fit."""
     if rule.method is not None and rule.method != target.method:
         return False
+    return _line_fits(rule, target)
+
+
+def _line_fits(rule: LoginRule | ActionRule, target: Target) -> bool:
+    """Hosts and path fit (the method is already known to)."""
     if rule.hosts is not None and rule.hosts.isdisjoint(target.hosts):
         return False
     return any(rule.path.match(path) for path in target.paths)
 
 
+def applicable(service: Service, target: Target) -> Rules:
+    """The rules of `service` that apply to the request line, by kind, in catalog order:
+    worked out once per request; every check of its headers and body reads these."""
+    rules = service.rules_for(target.method)
+    if not (rules.logins or rules.signups or rules.prohibited or rules.audited):
+        return rules  # the common case: a GET meets no rule
+
+    def fitting(group: tuple) -> tuple:
+        return tuple(rule for rule in group if _line_fits(rule, target)) if group else ()
+
+    return Rules(fitting(rules.logins), fitting(rules.signups), fitting(rules.prohibited),
+                 fitting(rules.audited))
+
+
 def login_rule(service: Service, target: Target) -> LoginRule | None:
     """The first login rule of `service` the request matches."""
-    return next((rule for rule in service.logins if applies(rule, target)), None)
+    return applicable(service, target).login
 
 
 def signup_rule(service: Service, target: Target) -> LoginRule | None:
     """The first sign-up rule of `service` the request matches."""
-    return next((rule for rule in service.signups if applies(rule, target)), None)
+    signups = applicable(service, target).signups
+    return signups[0] if signups else None
 
 
 def account_rule(service: Service, target: Target) -> LoginRule | None:
     """A login or sign-up rule that applies: the request names an account to be checked."""
-    return login_rule(service, target) or signup_rule(service, target)
-
-
-def field_rules(rules: Iterable[ActionRule], target: Target) -> list[ActionRule]:
-    """The rules that apply to the request line and look at field values: whether they
-    match depends on a body that must be read."""
-    return [rule for rule in rules if rule.fields and applies(rule, target)]
+    return applicable(service, target).account
 
 
 def needs_body(service: Service, target: Target) -> bool:
     """Whether a login or sign-up rule, or an action rule that looks at field values,
     applies: then the decision waits for the body."""
-    if account_rule(service, target) is not None:
-        return True
-    return bool(field_rules((*service.prohibited, *service.audited), target))
+    return applicable(service, target).needs_body
 
 
 # --- reading fields -------------------------------------------------------------------------
@@ -409,9 +429,13 @@ def match_action(
 ) -> ActionRule | None:
     """The first rule that applies. A rule with `fields` needs `form` and matches only when
     each field has the given value (compared case-insensitively, so YAML `True` is `true`)."""
-    for rule in rules:
-        if not applies(rule, target):
-            continue
+    return first_action((rule for rule in rules if applies(rule, target)), form)
+
+
+def first_action(applying: Iterable[ActionRule], form: Form | None) -> ActionRule | None:
+    """The first of the rules that apply to the request line (`applicable`) that matches:
+    one without `fields`, or one whose fields `form` has."""
+    for rule in applying:
         if not rule.fields:
             return rule
         if form is not None and fields_match(rule.fields, form):
@@ -450,16 +474,18 @@ def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule 
     """The login rule to check: the one that applies and whose `when` the fields meet, or,
     when several do (X's two identifier steps on one path, sent in one request), the first
     with the fields of all of them, so that no step's identifier goes unchecked."""
-    return _step(service.logins, target, form)
+    return step_of(applicable(service, target).logins, form)
 
 
 def signup_step(service: Service, target: Target, form: Form | None) -> LoginRule | None:
     """The sign-up rule to check, chosen as `step_rule` chooses a login rule."""
-    return _step(service.signups, target, form)
+    return step_of(applicable(service, target).signups, form)
 
 
-def _step(rules: Iterable[LoginRule], target: Target, form: Form | None) -> LoginRule | None:
-    rules = [rule for rule in rules if applies(rule, target) and login_step(rule, form)]
+def step_of(applying: Iterable[LoginRule], form: Form | None) -> LoginRule | None:
+    """`step_rule`'s choice among the login (or sign-up) rules that apply to the request
+    line (`applicable`)."""
+    rules = [rule for rule in applying if login_step(rule, form)]
     if len(rules) < 2:
         return rules[0] if rules else None
     fields = tuple(dict.fromkeys(name for rule in rules for name in rule.fields))

@@ -149,6 +149,48 @@ class SessionTokens:
 
 
 @dataclass(frozen=True, slots=True)
+class Rules:
+    """Catalog rules of one service, by kind, in catalog order: all of them, those a request
+    method may meet (`Service.rules_for`), or those that apply to one request line
+    (`gatekeeper.core.logins.applicable`)."""
+
+    logins: tuple[LoginRule, ...] = ()
+    signups: tuple[LoginRule, ...] = ()
+    prohibited: tuple[ActionRule, ...] = ()
+    audited: tuple[ActionRule, ...] = ()
+
+    @property
+    def login(self) -> LoginRule | None:
+        """The first login rule: the one a request is checked by."""
+        return self.logins[0] if self.logins else None
+
+    @property
+    def account(self) -> LoginRule | None:
+        """A login, else a sign-up rule: the request names an account to be checked."""
+        return self.logins[0] if self.logins else self.signups[0] if self.signups else None
+
+    @property
+    def field_rules(self) -> tuple[ActionRule, ...]:
+        """The action rules that look at field values: whether they match depends on the
+        body."""
+        return tuple(r for r in (*self.prohibited, *self.audited) if r.fields)
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether a login or sign-up rule, or an action rule that looks at field values,
+        is among these: then the decision waits for the body."""
+        return self.account is not None or bool(self.field_rules)
+
+    def with_method(self, method: str | None) -> Rules:
+        """The rules a request with `method` may meet (a rule without a method: any); with
+        None, those that name no method."""
+        def fit(rules: tuple) -> tuple:
+            return tuple(r for r in rules if r.method is None or r.method == method)
+        return Rules(fit(self.logins), fit(self.signups), fit(self.prohibited),
+                     fit(self.audited))
+
+
+@dataclass(frozen=True, slots=True)
 class Service:
     """One governed service from `services.yaml`."""
 
@@ -174,6 +216,22 @@ class Service:
     # Basic` names an app rather than a person.
     credential_fields: frozenset[str] = frozenset()
     basic_auth_apps: tuple[re.Pattern[str], ...] = ()
+    # The rules by request method, built with the service: a request is matched only against
+    # the rules its method may meet (a GET usually none), at the cost of one dict probe.
+    _by_method: Mapping[str, Rules] = field(init=False, repr=False, compare=False)
+    _other_methods: Rules = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        every = Rules(self.logins, self.signups, self.prohibited, self.audited)
+        methods = {r.method for group in (self.logins, self.signups, self.prohibited,
+                                          self.audited) for r in group if r.method}
+        object.__setattr__(self, "_by_method", MappingProxyType(
+            {method: every.with_method(method) for method in methods}))
+        object.__setattr__(self, "_other_methods", every.with_method(None))
+
+    def rules_for(self, method: str) -> Rules:
+        """The rules a request with `method` (upper case) may meet, in catalog order."""
+        return self._by_method.get(method, self._other_methods)
 
     @property
     def guarded(self) -> bool:
