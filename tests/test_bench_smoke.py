@@ -19,8 +19,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 OURS = r"\d+ rps, p99 \d+ ms, CPU [\d.]+ ms/req"
+RATIO = r"[\d.]+x rps, p99 [\d.]+x, CPU/req [\d.]+x"
 ROWS = [
-    rf"\| HTTPS social, allowed \(intercepted\) \| {OURS} \[200x100\] \| mitmdump {OURS}",
+    rf"\| HTTPS social, allowed \(intercepted\) \| {OURS} \[200x100\] \| mitmdump {OURS} "
+    rf"\[200x100\] \| {RATIO} \| {RATIO} \|",  # the ratio of the picks, then round by round
     rf"\| HTTP social, allowed \(intercepted\) \| {OURS} \[200x100\] \| mitmdump {OURS}",
     rf"\| HTTPS social, blocked \(403 by proxy\) \| {OURS} \[403x100\] \| "
     rf"mitmdump block_list {OURS} \[403x100\]",

@@ -23,7 +23,8 @@ NUMBERS = r"\d+ \| \d+ ms \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| \d+ \| \d+ 
 ROWS = [
     rf"\| 1 worker \[200x100\] \| {NUMBERS}",
     rf"\| 2 workers \[200x100\] \| {NUMBERS}",
-    r"\| 2 workers / 1 worker \| [\d.]+x \(target >= 1.7x\) \| [\d.]+x \| .* \| [\d.]+x \| "
+    r"\| 2 workers / 1 worker \| [\d.]+x \(round by round [\d.]+x; target >= 1.7x\) \| [\d.]+x "
+    r"\| .* \| [\d.]+x \| "
     r"[\d.]+x \|",
 ]
 

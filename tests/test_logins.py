@@ -18,6 +18,8 @@ from gatekeeper.core.logins import (
     LoginResult,
     accounts_of,
     action_target,
+    applicable,
+    applies,
     check_login,
     login_rule,
     login_step,
@@ -30,7 +32,7 @@ from gatekeeper.core.logins import (
     signup_step,
     step_rule,
 )
-from gatekeeper.core.model import ActionRule, LoginRule, Reason, Service
+from gatekeeper.core.model import ActionRule, LoginRule, Reason, Rules, Service
 from gatekeeper.core.protobuf import read_message
 
 ALICE = "alice@clinic.example"
@@ -304,6 +306,20 @@ def _sample_form(sample: Sample, account: str, rule: LoginRule | None = None):
         return read_message(sample.content_type, sample.body_for(account), fields)
     return read_form(sample.content_type, sample.body_for(account),
                      sample.path.partition("?")[2])
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "BREW"])
+def test_rules_by_method_are_every_rule_that_applies(shipped, method: str) -> None:
+    """The per-method index (`Service.rules_for`) and `applicable` choose exactly the rules a
+    scan of every rule with `applies` chooses, in catalog order: for every shipped sample's
+    host and path, under every method, for every service."""
+    for sample in SAMPLES:
+        target = _sample_target(sample)
+        target = make_target(method, target.hosts, sample.path.partition("?")[0], target.query)
+        for service in shipped.services.values():
+            expected = Rules(*(tuple(r for r in rules if applies(r, target)) for rules in (
+                service.logins, service.signups, service.prohibited, service.audited)))
+            assert applicable(service, target) == expected, (service.id, sample.id, method)
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.id)

@@ -8,7 +8,7 @@ from gatekeeper.addons.context import FinishedFlows
 from gatekeeper.addons.destinations import GatewayDestinations
 from gatekeeper.addons.directory import DirectoryEmployees
 from gatekeeper.addons.enforce import AllowedCounter, Enforcer
-from gatekeeper.addons.lifecycle import Lifecycle
+from gatekeeper.addons.lifecycle import Lifecycle, SettledHeap
 from gatekeeper.addons.pac import PacListener
 from gatekeeper.addons.portal import Portal, RequestStatus
 from gatekeeper.addons.proxy_login_guard import ProxyLoginGuard
@@ -42,5 +42,6 @@ def all_addons(runtime: Runtime | None = None) -> list[object]:
         AllowedCounter(runtime),  # after every check that may still refuse an allowed flow
         PacListener(runtime),
         runtime.recorder,  # its `done` writes what the others recorded
+        SettledHeap(),  # after every `running`: what start-up built is left out of full GCs
         FinishedFlows(),  # last: a flow that is over lets go of its context
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import re
 import socket
@@ -240,3 +241,17 @@ def _sd_notify(message: bytes) -> None:
             sock.sendto(message, address)
     except OSError as e:
         log.warning("sd_notify_failed", error=str(e))
+
+
+class SettledHeap:
+    """Once the proxy runs (first policy loaded, listeners up, state opened), what exists
+    lives as long as the process: mitmproxy's and gatekeeper's modules, the options, the
+    catalog. `gc.freeze` takes it out of the cyclic garbage collector's full collections,
+    which otherwise rescan all of it every few thousand requests (in plain mitmdump about
+    1.5% of the CPU of intercepted traffic). Garbage is collected first, so nothing that is
+    already unreachable is kept; objects frozen here are still freed by reference counting
+    (a replaced policy included: policies hold no reference cycles)."""
+
+    def running(self) -> None:
+        gc.collect()
+        gc.freeze()

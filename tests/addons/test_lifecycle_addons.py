@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
+import weakref
 
 import pytest
 from mitmproxy import exceptions
@@ -13,7 +15,7 @@ from mitmproxy.addons import default_addons
 from support import configs
 from support.flows import run_hooks
 
-from gatekeeper.addons.lifecycle import Lifecycle
+from gatekeeper.addons.lifecycle import Lifecycle, SettledHeap
 from gatekeeper.addons.pac import PacListener
 from gatekeeper.addons.runtime import Runtime
 
@@ -72,3 +74,26 @@ def test_the_recorder_writes_what_is_left_when_the_proxy_stops(runtime) -> None:
     assert [(b.employee, b.service, b.reason) for b in review.blocked] == [
         ("bob", "facebook", "not_approved")]
     assert [(a.employee, a.action) for a in review.audited] == [("alice", "group_created")]
+
+
+
+class _Node:
+    """An object in a reference cycle: only the garbage collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_what_start_up_built_is_left_out_of_full_collections() -> None:
+    """`SettledHeap.running`: the garbage is collected first (never frozen), then what is
+    alive is frozen (gc.freeze), so full collections no longer rescan it."""
+    gc.unfreeze()
+    node = _Node()
+    unreachable = weakref.ref(node)
+    del node
+    try:
+        SettledHeap().running()
+        assert unreachable() is None
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()
