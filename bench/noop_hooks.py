@@ -1,11 +1,12 @@
 """mitmdump script for the benchmark: one addon with the hooks gatekeeper's chain entry has
 (`gatekeeper.addons.dispatch.Addons`), each doing nothing.
 
-    mitmdump -s bench/noop_hooks.py
+    mitmdump --set connection_strategy=lazy -s bench/noop_hooks.py
 
-The proxy it makes does what plain mitmdump does plus mitmproxy's own work of calling those
-hooks, so gatekeeper against it shows what gatekeeper's hook code itself costs, and it
-against plain mitmdump what any addon with these hooks costs, whatever it does.
+With gatekeeper's connection strategy (lazy), the proxy it makes does what gatekeeper's
+mitmproxy does plus mitmproxy's own work of calling those hooks, so gatekeeper against it
+shows what gatekeeper's hook code itself costs, and it against `mitmdump --set
+connection_strategy=lazy` what any addon with these hooks costs, whatever it does.
 """
 
 from __future__ import annotations
