@@ -21,16 +21,14 @@ from gatekeeper.core.logins import (
     applicable,
     applies,
     check_login,
+    first_action,
     login_rule,
     login_step,
     make_target,
-    match_action,
-    needs_body,
     read_form,
     session_reason,
     signup_rule,
-    signup_step,
-    step_rule,
+    step_of,
 )
 from gatekeeper.core.model import ActionRule, LoginRule, Reason, Rules, Service
 from gatekeeper.core.protobuf import read_message
@@ -250,7 +248,7 @@ LINKEDIN = Service(
 def test_login_rule_matching(method: str, host: str, path: str, matches: bool) -> None:
     target = make_target(method, (host,), path)
     assert (login_rule(LINKEDIN, target) is not None) is matches
-    assert needs_body(LINKEDIN, target) is matches
+    assert applicable(LINKEDIN, target).needs_body is matches
 
 
 def test_any_named_host_makes_a_host_bound_rule_apply() -> None:
@@ -262,17 +260,17 @@ def test_any_named_host_makes_a_host_bound_rule_apply() -> None:
 
 def test_action_rules() -> None:
     contacts = make_target("GET", ("www.linkedin.com",), "/mynetwork/import-contacts/")
-    assert match_action(LINKEDIN.prohibited, contacts, None).action == "contact_import"
-    assert not needs_body(LINKEDIN, contacts)
+    assert first_action(applicable(LINKEDIN, contacts).prohibited, None).action == "contact_import"
+    assert not applicable(LINKEDIN, contacts).needs_body
     group = make_target("POST", ("www.linkedin.com",), "/groups/new")
-    assert needs_body(LINKEDIN, group)
-    assert match_action(LINKEDIN.audited, group, None) is None  # fields need the body
+    assert applicable(LINKEDIN, group).needs_body
+    assert first_action(applicable(LINKEDIN, group).audited, None) is None  # fields need the body
     yes = read_form(JSON, b'{"input": {"kind": "group", "public": true}}')
-    assert match_action(LINKEDIN.audited, group, yes).action == "group_created"
+    assert first_action(applicable(LINKEDIN, group).audited, yes).action == "group_created"
     no = read_form(FORM, b"kind=Group&public=false")
-    assert match_action(LINKEDIN.audited, group, no) is None
-    assert match_action(LINKEDIN.audited, make_target("GET", ("www.linkedin.com",),
-                                                      "/groups/new"), yes) is None
+    assert first_action(applicable(LINKEDIN, group).audited, no) is None
+    get = make_target("GET", ("www.linkedin.com",), "/groups/new")
+    assert first_action(applicable(LINKEDIN, get).audited, yes) is None
 
 
 @pytest.mark.parametrize(("owners", "reason"), [
@@ -332,7 +330,7 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
         results = {}
         for account in (ALICE, "Alice@Clinic.Example", "me@gmail.com"):
             form = _sample_form(sample, account, login_rule(service, target))
-            rule = step_rule(service, target, form)
+            rule = step_of(applicable(service, target).logins, form)
             assert rule is not None
             results[account] = check_login(rule, ACCOUNTS, "alice", shipped.accounts,
                                            form).result
@@ -343,7 +341,7 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
         results = {}
         for account in (ALICE, "me@gmail.com"):
             form = _sample_form(sample, account)
-            rule = signup_step(service, target, form)
+            rule = step_of(applicable(service, target).signups, form)
             assert rule is not None
             check = check_login(rule, ACCOUNTS, "alice", shipped.accounts, form)
             results[account] = check.result
@@ -352,9 +350,8 @@ def test_catalog_rule_matches_the_real_sites_request(shipped, sample: Sample) ->
                            _sample_form(sample, ALICE)).account == ALICE
     else:
         assert login_rule(service, target) is None
-        rules = service.prohibited if sample.kind == "prohibited" else service.audited
         form = _sample_form(sample, ALICE)
-        matched = match_action(rules, target, form)
+        matched = first_action(getattr(applicable(service, target), sample.kind), form)
         assert matched is not None and matched.action == sample.action
         if sample.kind == "audited":
             assert action_target(matched, target, form) == sample.target
@@ -381,7 +378,8 @@ def _rule_matches(rule: LoginRule | ActionRule, sample: Sample) -> bool:
         return any(r is rule for r in (login_rule(Service("s", "s", (), logins=(rule,)), target),
                                        signup_rule(Service("s", "s", (), signups=(rule,)),
                                                    target)))
-    return match_action((rule,), target, _sample_form(sample, ALICE)) is rule
+    applying = (rule,) if applies(rule, target) else ()
+    return first_action(applying, _sample_form(sample, ALICE)) is rule
 
 
 def test_accounts_of(shipped) -> None:
@@ -458,7 +456,7 @@ def test_x_identifier_steps_sent_together_are_all_checked(shipped) -> None:
          "enter_text": {"text": "me@gmail.com"}}]}).encode()
     form = read_form(JSON, body)
     target = make_target("POST", ["api.x.com"], "/1.1/onboarding/task.json")
-    rule = step_rule(shipped.services["x"], target, form)
+    rule = step_of(applicable(shipped.services["x"], target).logins, form)
     assert rule is not None and set(rule.fields) == {"result", "text"}
     check = check_login(rule, ACCOUNTS, "alice", shipped.accounts, form)
     assert check.result is LoginResult.PERSONAL and check.identifier == "me@gmail.com"

@@ -424,7 +424,7 @@ class Accounts:
             if tokens.issued_cookies and service.session_cookie:
                 cookies = issued_cookies(raw, tokens.issued_cookies, service.session_cookie)
             text = raw.decode("utf-8", "replace") if tokens.issued_pattern else None
-        return issued_tokens(tokens, response.headers.items(multi=True), body, text) + cookies
+        return issued_tokens(tokens, header_items(response), body, text) + cookies
 
     def _login_checked(self, flow: http.HTTPFlow, context: FlowContext,
                        check: LoginCheck) -> bool:

@@ -249,8 +249,9 @@ class SettledHeap:
     catalog. `gc.freeze` takes it out of the cyclic garbage collector's full collections,
     which otherwise rescan all of it every few thousand requests (in plain mitmdump about
     1.5% of the CPU of intercepted traffic). Garbage is collected first, so nothing that is
-    already unreachable is kept; objects frozen here are still freed by reference counting
-    (a replaced policy included: policies hold no reference cycles)."""
+    already unreachable is kept; objects frozen here are still freed by reference counting,
+    so the policy loaded at start-up is freed when a reload replaces it, but for the few
+    objects of it in reference cycles (about 3% of a 2,000-employee policy's memory, once)."""
 
     def running(self) -> None:
         gc.collect()

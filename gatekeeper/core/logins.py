@@ -118,12 +118,7 @@ def applicable(service: Service, target: Target) -> Rules:
     rules = service.rules_for(target.method)
     if not (rules.logins or rules.signups or rules.prohibited or rules.audited):
         return rules  # the common case: a GET meets no rule
-
-    def fitting(group: tuple) -> tuple:
-        return tuple(rule for rule in group if _line_fits(rule, target)) if group else ()
-
-    return Rules(fitting(rules.logins), fitting(rules.signups), fitting(rules.prohibited),
-                 fitting(rules.audited))
+    return rules.where(lambda rule: _line_fits(rule, target))
 
 
 def login_rule(service: Service, target: Target) -> LoginRule | None:
@@ -135,17 +130,6 @@ def signup_rule(service: Service, target: Target) -> LoginRule | None:
     """The first sign-up rule of `service` the request matches."""
     signups = applicable(service, target).signups
     return signups[0] if signups else None
-
-
-def account_rule(service: Service, target: Target) -> LoginRule | None:
-    """A login or sign-up rule that applies: the request names an account to be checked."""
-    return applicable(service, target).account
-
-
-def needs_body(service: Service, target: Target) -> bool:
-    """Whether a login or sign-up rule, or an action rule that looks at field values,
-    applies: then the decision waits for the body."""
-    return applicable(service, target).needs_body
 
 
 # --- reading fields -------------------------------------------------------------------------
@@ -424,17 +408,10 @@ def accounts_of(policy: Policy, employee: str | None, service: str) -> frozenset
     return frozenset({known.email}) if known and known.email else frozenset()
 
 
-def match_action(
-    rules: Iterable[ActionRule], target: Target, form: Form | None
-) -> ActionRule | None:
-    """The first rule that applies. A rule with `fields` needs `form` and matches only when
-    each field has the given value (compared case-insensitively, so YAML `True` is `true`)."""
-    return first_action((rule for rule in rules if applies(rule, target)), form)
-
-
 def first_action(applying: Iterable[ActionRule], form: Form | None) -> ActionRule | None:
     """The first of the rules that apply to the request line (`applicable`) that matches:
-    one without `fields`, or one whose fields `form` has."""
+    one without `fields`, or one whose fields `form` has (compared case-insensitively, so
+    YAML `True` is `true`)."""
     for rule in applying:
         if not rule.fields:
             return rule
@@ -470,21 +447,11 @@ def fields_match(wanted: Mapping[str, str], form: Form) -> bool:
     )
 
 
-def step_rule(service: Service, target: Target, form: Form | None) -> LoginRule | None:
-    """The login rule to check: the one that applies and whose `when` the fields meet, or,
-    when several do (X's two identifier steps on one path, sent in one request), the first
-    with the fields of all of them, so that no step's identifier goes unchecked."""
-    return step_of(applicable(service, target).logins, form)
-
-
-def signup_step(service: Service, target: Target, form: Form | None) -> LoginRule | None:
-    """The sign-up rule to check, chosen as `step_rule` chooses a login rule."""
-    return step_of(applicable(service, target).signups, form)
-
-
 def step_of(applying: Iterable[LoginRule], form: Form | None) -> LoginRule | None:
-    """`step_rule`'s choice among the login (or sign-up) rules that apply to the request
-    line (`applicable`)."""
+    """The login (or sign-up) rule to check among those that apply to the request line
+    (`applicable`): the one whose `when` the fields meet, or, when several do (X's two
+    identifier steps on one path, sent in one request), the first with the fields of all of
+    them, so that no step's identifier goes unchecked."""
     rules = [rule for rule in applying if login_step(rule, form)]
     if len(rules) < 2:
         return rules[0] if rules else None

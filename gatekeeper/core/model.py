@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple
@@ -181,13 +181,16 @@ class Rules:
         is among these: then the decision waits for the body."""
         return self.account is not None or bool(self.field_rules)
 
+    def where(self, keep: Callable[[LoginRule | ActionRule], bool]) -> Rules:
+        """The rules `keep` accepts, by kind, in order."""
+        return Rules(*(tuple(r for r in group if keep(r)) if group else ()
+                       for group in (self.logins, self.signups, self.prohibited,
+                                     self.audited)))
+
     def with_method(self, method: str | None) -> Rules:
         """The rules a request with `method` may meet (a rule without a method: any); with
         None, those that name no method."""
-        def fit(rules: tuple) -> tuple:
-            return tuple(r for r in rules if r.method is None or r.method == method)
-        return Rules(fit(self.logins), fit(self.signups), fit(self.prohibited),
-                     fit(self.audited))
+        return self.where(lambda rule: rule.method is None or rule.method == method)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +226,8 @@ class Service:
 
     def __post_init__(self) -> None:
         every = Rules(self.logins, self.signups, self.prohibited, self.audited)
-        methods = {r.method for group in (self.logins, self.signups, self.prohibited,
-                                          self.audited) for r in group if r.method}
+        methods = {rule.method for rule in (*self.logins, *self.signups, *self.prohibited,
+                                            *self.audited) if rule.method}
         object.__setattr__(self, "_by_method", MappingProxyType(
             {method: every.with_method(method) for method in methods}))
         object.__setattr__(self, "_other_methods", every.with_method(None))
